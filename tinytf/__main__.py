@@ -1,0 +1,5 @@
+import sys
+
+from tinytf.cli import main
+
+sys.exit(main())

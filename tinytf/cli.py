@@ -1,0 +1,61 @@
+"""The ``tinytf`` command line.
+
+Each subsystem adds its own subcommands through a ``register_cli(subparsers)``
+function, so this file stays a table of contents:
+
+  tinytf demo                      attention heatmap of a tiny model -> PNG
+  tinytf bench attention|train     speed and memory against named peers
+  tinytf lessons / lesson ID       the lessons (see lessons.py)
+  tinytf exercises list|init DIR   the student exercises (see grading.py)
+  tinytf grade [DIR]               the autograder
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# (module, what it adds). A module that is missing is skipped, so the CLI works
+# while parts of the package are still being written.
+_SUBSYSTEMS = (
+    "tinytf.demo",
+    "tinytf.bench",
+    "tinytf.lessons",
+    "tinytf.grading",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tinytf",
+        description="tinytf: see attention fail in small transformers, then fix it.",
+    )
+    parser.add_argument("--no-compilation-cache", action="store_true",
+                        help="do not use JAX's persistent compilation cache")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _SUBSYSTEMS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name != name:  # a real missing dependency inside the module
+                raise
+            continue
+        module.register_cli(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 1
+    from tinytf.config import enable_compilation_cache
+
+    enable_compilation_cache(not args.no_compilation_cache)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

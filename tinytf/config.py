@@ -1,0 +1,45 @@
+"""Process-wide settings: JAX's persistent compilation cache.
+
+XLA takes 4-6 s to compile each new model configuration on a 2-core CPU. The
+persistent cache stores compiled executables on disk, so a second process that
+builds the same model starts in a fraction of that (measured 16.5 s -> 6 s for a
+first training step). The CLI, the lessons and the tests turn it on; set
+``TINYTF_NO_COMPILATION_CACHE=1`` (or call ``enable_compilation_cache(False)``)
+to turn it off, and ``TINYTF_CACHE_DIR`` to move it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import jax
+
+_DEFAULT_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tinytf" / "jax"
+
+
+def enable_compilation_cache(enable: bool = True, path: str | os.PathLike | None = None) -> Path | None:
+    """Turn JAX's persistent compilation cache on (default) or off.
+
+    Args:
+      enable: False turns the cache off for this process.
+      path: cache directory; defaults to ``$TINYTF_CACHE_DIR`` or
+        ``~/.cache/tinytf/jax``.
+
+    Returns:
+      The directory in use, or None when the cache is off (by argument or by
+      ``TINYTF_NO_COMPILATION_CACHE=1``).
+    """
+    if not enable or os.environ.get("TINYTF_NO_COMPILATION_CACHE", "") not in ("", "0"):
+        jax.config.update("jax_enable_compilation_cache", False)
+        return None
+    directory = Path(path or os.environ.get("TINYTF_CACHE_DIR", _DEFAULT_DIR)).expanduser()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError:  # read-only home: run without a cache rather than fail
+        return None
+    jax.config.update("jax_enable_compilation_cache", True)
+    jax.config.update("jax_compilation_cache_dir", str(directory))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return directory

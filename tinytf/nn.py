@@ -1,0 +1,417 @@
+"""Flax NNX layers: attention, MLP, the transformer block, encoder and decoder stacks.
+
+Reading order: `Linear` (with optional sigma-Reparam) -> `MultiHeadAttention` ->
+`MLP` -> `Block` -> `Encoder` / `Decoder` -> `capture_attention`.
+
+The maths lives in `tinytf.attention`; these layers only own parameters and
+reshape between the model width D and heads (N, H). Every attention layer can
+report its weights (B, N, T, S) to `capture_attention` without any change to
+model code: while a capture is running, each layer appends its weights to a
+recorder; at all other times that costs one Python `if` at trace time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from tinytf import attention as attn_lib
+from tinytf.positional import alibi_bias, apply_rope
+from tinytf.variants import AttentionConfig
+
+Array = jax.Array
+
+
+class HeadGate(nnx.Variable):
+    """Per-head multiplier xi_h on a head's output (ones = unchanged).
+
+    Not a Param: optimisers leave it alone. Michel et al. (2019) define head
+    importance as E|dL/d xi_h| at xi = 1; pruning a head = setting xi_h = 0.
+    """
+
+
+# ------------------------------------------------------------------------- Linear
+def _spectral_norm(w: Array, iters: int = 8) -> Array:
+    """Largest singular value of a 2-D w by power iteration; u, v carry no gradient.
+
+    sigma = u^T W v with stop-gradient u, v (Miyato et al. 2018), so d sigma/dW = u v^T.
+    Stateless: starts from a fixed vector each call (8 iterations suffice for the
+    small matrices here and keep training functional).
+    """
+    v = jnp.ones((w.shape[1],), w.dtype) / math.sqrt(w.shape[1])
+    wd = jax.lax.stop_gradient(w)
+
+    def body(_, v):
+        u = wd @ v
+        u = u / (jnp.linalg.norm(u) + 1e-12)
+        v = wd.T @ u
+        return v / (jnp.linalg.norm(v) + 1e-12)
+
+    v = jax.lax.fori_loop(0, iters, body, v)
+    u = wd @ v
+    u = jax.lax.stop_gradient(u / (jnp.linalg.norm(u) + 1e-12))
+    return u @ w @ jax.lax.stop_gradient(v)
+
+
+class Linear(nnx.Module):
+    """y = x W + b, optionally sigma-Reparametrised (Zhai et al. 2023): W -> gamma W / sigma(W).
+
+    gamma is a learned scalar initialised to sigma(W_0), so training starts exactly
+    where the plain layer would; afterwards the layer's spectral norm is gamma, a
+    single scalar the optimiser must grow on purpose.
+    """
+
+    def __init__(self, in_features: int, out_features: int, *, use_bias: bool = True,
+                 sigma_reparam: bool = False, rngs: nnx.Rngs):
+        self.in_features, self.out_features = in_features, out_features
+        init = nnx.initializers.lecun_normal()
+        self.kernel = nnx.Param(init(rngs.params(), (in_features, out_features), jnp.float32))
+        self.bias = nnx.Param(jnp.zeros((out_features,), jnp.float32)) if use_bias else None
+        self.sigma_reparam = sigma_reparam
+        if sigma_reparam:
+            self.gamma = nnx.Param(_spectral_norm(self.kernel[...]))
+
+    def __call__(self, x: Array) -> Array:
+        w = self.kernel[...]
+        if self.sigma_reparam:
+            w = w * (self.gamma[...] / _spectral_norm(w))
+        y = x @ w.astype(x.dtype)
+        if self.bias is not None:
+            y = y + self.bias[...].astype(x.dtype)
+        return y
+
+
+# --------------------------------------------------------------- attention recorder
+_RECORDER: contextvars.ContextVar[list | None] = contextvars.ContextVar("tinytf_attention_recorder", default=None)
+_RECORD_LOGITS: contextvars.ContextVar[bool] = contextvars.ContextVar("tinytf_record_logits", default=False)
+
+
+@contextlib.contextmanager
+def _recording(logits: bool = False):
+    records: list = []
+    token, token_l = _RECORDER.set(records), _RECORD_LOGITS.set(logits)
+    try:
+        yield records
+    finally:
+        _RECORDER.reset(token)
+        _RECORD_LOGITS.reset(token_l)
+
+
+# ------------------------------------------------------------- MultiHeadAttention
+class MultiHeadAttention(nnx.Module):
+    """Multi-head attention (Vaswani et al. 2017), self- or cross-, configured by an AttentionConfig.
+
+    x (B, T, D) -> queries; context (B, S, Dk) (default x) -> keys and values;
+    heads are N slices of width H = D / N; out (B, T, D).
+    """
+
+    def __init__(self, d_model: int, num_heads: int, *, config: AttentionConfig | None = None,
+                 kv_dim: int | None = None, head_dim: int | None = None, rngs: nnx.Rngs):
+        config = config or AttentionConfig()
+        if head_dim is None and d_model % num_heads:
+            raise ValueError(f"d_model={d_model} is not divisible by num_heads={num_heads}")
+        N, H = num_heads, head_dim or d_model // num_heads
+        if config.position == "rope" and H % 2:
+            raise ValueError(f"RoPE needs an even head dim, got head_dim={H}")
+        self.config, self.num_heads, self.head_dim = config, N, H
+        lin = dict(use_bias=config.use_bias, sigma_reparam=config.sigma_reparam, rngs=rngs)
+        self.query_proj = Linear(d_model, N * H, **lin)
+        self.key_proj = Linear(kv_dim or d_model, N * H, **lin)
+        self.value_proj = Linear(kv_dim or d_model, N * H, **lin)
+        self.out_proj = Linear(N * H, d_model, **lin)
+        if config.qk_norm:
+            self.query_norm = nnx.LayerNorm(H, rngs=rngs)
+            self.key_norm = nnx.LayerNorm(H, rngs=rngs)
+        if config.gate:  # gate bias 0: sigma = 0.5 at init
+            self.gate_proj = Linear(d_model, N * H, rngs=rngs)
+        if config.sink:  # one extra logit per head, for a key whose value is zero
+            self.sink_logit = nnx.Param(jnp.zeros((N,), jnp.float32))
+        if config.normalizer == "ssmax":  # Nakanishi's learnable s, one per head
+            self.ssmax_scale = nnx.Param(jnp.full((N,), config.ssmax_init, jnp.float32))
+        self.head_gate = HeadGate(jnp.ones((N,), jnp.float32))
+
+    def _heads(self, x: Array) -> Array:
+        B, L, _ = x.shape
+        return x.reshape(B, L, self.num_heads, self.head_dim)  # (B, L, N, H)
+
+    def __call__(self, x: Array, context: Array | None = None, *, mask: Array | None = None,
+                 bias: Array | None = None, is_causal: bool = False, positions: Array | None = None,
+                 context_positions: Array | None = None, query_pos: Array | None = None,
+                 key_pos: Array | None = None) -> Array:
+        """Attend from x to context.
+
+        Args:
+          x: (B, T, D) queries' input.
+          context: (B, S, Dk) keys'/values' input; default x (self-attention).
+          mask: bool, broadcastable to (B, N, T, S); True = may attend.
+          bias: float, broadcastable to (B, N, T, S), added to the logits.
+          is_causal: causal masking (queries are the last T of S positions).
+          positions / context_positions: (T,) or (B, T) positions for RoPE / ALiBi.
+          query_pos / key_pos: added to the query / key inputs only, not to the values
+            (DETR's positional encodings, Carion et al. 2020).
+
+        Returns:
+          (B, T, D).
+        """
+        cfg = self.config
+        if x.ndim != 3:
+            raise ValueError(f"x must have shape (B, T, D), got {x.shape}")
+        context = x if context is None else context
+        if context.ndim != 3 or context.shape[0] != x.shape[0]:
+            raise ValueError(f"context must have shape (B={x.shape[0]}, S, D), got {context.shape}")
+        B, T, _ = x.shape
+        S = context.shape[1]
+        q = self._heads(self.query_proj(x if query_pos is None else x + query_pos))  # (B, T, N, H)
+        k = self._heads(self.key_proj(context if key_pos is None else context + key_pos))  # (B, S, N, H)
+        v = self._heads(self.value_proj(context))  # (B, S, N, H)
+        if cfg.qk_norm:
+            q, k = self.query_norm(q), self.key_norm(k)
+        if cfg.position != "none":
+            positions = jnp.arange(S - T, S) if positions is None else positions
+            context_positions = (positions if context is x else jnp.arange(S)) if context_positions is None \
+                else context_positions
+            if cfg.position == "rope":
+                q = apply_rope(q, positions, base=cfg.rope_base)
+                k = apply_rope(k, context_positions, base=cfg.rope_base)
+            else:
+                alibi = alibi_bias(self.num_heads, positions, context_positions)  # (1|B, N, T, S)
+                bias = alibi if bias is None else bias + alibi
+        out, weights = self.attend(q, k, v, mask=mask, bias=bias, is_causal=is_causal)
+        out = out * self.head_gate[...][:, None].astype(out.dtype)  # (B, T, N, H) * (N, 1)
+        if cfg.gate:
+            out = out * jax.nn.sigmoid(self._heads(self.gate_proj(x)))
+        return self.out_proj(out.reshape(B, T, self.num_heads * self.head_dim))
+
+    def attend(self, q: Array, k: Array, v: Array, *, mask: Array | None = None, bias: Array | None = None,
+               is_causal: bool = False) -> tuple[Array, Array | None]:
+        """The attention maths on (B, T, N, H) heads, as the config says; records maps when asked."""
+        cfg = self.config
+        recorder = _RECORDER.get()
+        T, S = q.shape[1], k.shape[1]
+        if cfg.normalizer == "ssmax":  # logits * s_h * log n == (q * s_h) . k * log n
+            q = q * self.ssmax_scale[...][:, None].astype(q.dtype)
+        if cfg.fn is not None:
+            full_mask = attn_lib.combine_masks(
+                mask, attn_lib.causal_mask(T, S) if is_causal else None,
+                attn_lib.sliding_window_mask(T, cfg.window, S) if cfg.window else None)
+            out, weights = cfg.fn(q, k, v, full_mask, bias)
+        else:
+            chunk = cfg.chunk_size
+            if chunk == "auto":
+                chunk = attn_lib.auto_chunk_size(T, S)
+            if recorder is not None or cfg.normalizer not in ("softmax", "softmax1", "ssmax"):
+                chunk = None  # maps are wanted, or the normalizer has no online form
+            out, weights = attn_lib.dot_product_attention(
+                q, k, v, mask, bias=bias, normalizer=cfg.normalizer,
+                sink=self.sink_logit[...] if cfg.sink else None,
+                is_causal=is_causal, window=cfg.window, chunk_size=chunk)
+        if recorder is not None:
+            entry = {"weights": weights}
+            if _RECORD_LOGITS.get():
+                logits = jnp.einsum("btnh,bsnh->bnts", q.astype(jnp.float32), k.astype(jnp.float32))
+                entry["logits"] = logits / math.sqrt(self.head_dim)  # (B, N, T, S), before bias and mask
+            recorder.append((self, entry))
+        return out, weights
+
+
+# ------------------------------------------------------------------------------ MLP
+_ACTIVATIONS = {"gelu": jax.nn.gelu, "relu": jax.nn.relu, "silu": jax.nn.silu, "tanh": jnp.tanh}
+
+
+class MLP(nnx.Module):
+    """Position-wise feed-forward network: D -> hidden -> D with a nonlinearity."""
+
+    def __init__(self, d_model: int, hidden: int, *, activation: str = "gelu", sigma_reparam: bool = False,
+                 rngs: nnx.Rngs):
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
+        self.activation = activation
+        self.fc1 = Linear(d_model, hidden, sigma_reparam=sigma_reparam, rngs=rngs)
+        self.fc2 = Linear(hidden, d_model, sigma_reparam=sigma_reparam, rngs=rngs)
+
+    def __call__(self, x: Array) -> Array:
+        return self.fc2(_ACTIVATIONS[self.activation](self.fc1(x)))
+
+
+# ---------------------------------------------------------------------------- Block
+class Block(nnx.Module):
+    """A transformer block: self-attention, optional cross-attention, MLP.
+
+    Switches (the rank-collapse lesson needs attention-only stacks):
+      norm: "pre"  -> x = x + attn(norm(x))        (GPT-2, ViT; the default)
+            "post" -> x = norm(x + attn(x))        (original Transformer, DETR)
+            "none" -> no LayerNorm
+      residual: False drops the skip connections (x = attn(...)).
+      use_mlp: False drops the feed-forward sub-layer.
+    """
+
+    def __init__(self, d_model: int, num_heads: int, *, attention: AttentionConfig | None = None,
+                 mlp_ratio: float = 4.0, norm: str = "pre", residual: bool = True, use_mlp: bool = True,
+                 cross_attention: bool = False, kv_dim: int | None = None, activation: str = "gelu",
+                 rngs: nnx.Rngs):
+        if norm not in ("pre", "post", "none"):
+            raise ValueError(f"norm must be 'pre', 'post' or 'none', got {norm!r}")
+        attention = attention or AttentionConfig()
+        self.norm_mode, self.residual, self.use_mlp = norm, residual, use_mlp
+        self.attn = MultiHeadAttention(d_model, num_heads, config=attention, rngs=rngs)
+        self.cross_attn = (MultiHeadAttention(d_model, num_heads, config=attention.replace(position="none"),
+                                              kv_dim=kv_dim, rngs=rngs) if cross_attention else None)
+        self.mlp = (MLP(d_model, int(mlp_ratio * d_model), activation=activation,
+                        sigma_reparam=attention.sigma_reparam, rngs=rngs) if use_mlp else None)
+        n_norms = 1 + bool(cross_attention) + bool(use_mlp)
+        self.norms = nnx.List([nnx.LayerNorm(d_model, rngs=rngs) for _ in range(n_norms)] if norm != "none" else [])
+
+    def _sublayer(self, i: int, x: Array, f) -> Array:
+        """Apply sub-layer f with the block's norm placement and residual switch."""
+        norm = self.norms[i] if self.norm_mode != "none" else (lambda h: h)
+        if self.norm_mode == "pre":
+            y = f(norm(x))
+            return x + y if self.residual else y
+        y = f(x)
+        y = x + y if self.residual else y
+        return norm(y) if self.norm_mode == "post" else y
+
+    def __call__(self, x: Array, *, mask: Array | None = None, is_causal: bool = False,
+                 positions: Array | None = None, context: Array | None = None, context_mask: Array | None = None,
+                 query_pos: Array | None = None, context_pos: Array | None = None, bias: Array | None = None,
+                 cross_bias: Array | None = None) -> Array:
+        """x (B, T, D) -> (B, T, D). query_pos is added to queries and keys of the
+        self-attention and to queries of the cross-attention; context_pos to the
+        cross-attention keys (DETR)."""
+        x = self._sublayer(0, x, lambda h: self.attn(
+            h, mask=mask, bias=bias, is_causal=is_causal, positions=positions, query_pos=query_pos,
+            key_pos=query_pos))
+        i = 1
+        if self.cross_attn is not None:
+            if context is None:
+                raise ValueError("this block has cross-attention: pass context=(B, S, D)")
+            x = self._sublayer(i, x, lambda h: self.cross_attn(
+                h, context, mask=context_mask, bias=cross_bias, query_pos=query_pos, key_pos=context_pos))
+            i += 1
+        if self.mlp is not None:
+            x = self._sublayer(i, x, self.mlp)
+        return x
+
+
+class LearnedPositions(nnx.Module):
+    """A learned table of position embeddings (GPT-2, BERT, ViT), init N(0, 0.02^2)."""
+
+    def __init__(self, max_len: int, d_model: int, *, rngs: nnx.Rngs):
+        self.embedding = nnx.Param(0.02 * jax.random.normal(rngs.params(), (max_len, d_model)))
+
+    def __call__(self, positions: Array) -> Array:
+        """positions (T,) or (B, T) int -> (T, D) or (B, T, D)."""
+        max_len = self.embedding.shape[0]
+        if isinstance(positions, int):
+            positions = jnp.arange(positions)
+        if positions.shape[-1] > max_len:
+            raise ValueError(f"sequence of length {positions.shape[-1]} exceeds max_len={max_len} "
+                             "of the learned position table")
+        return jnp.take(self.embedding[...], positions, axis=0)
+
+
+class Encoder(nnx.Module):
+    """A stack of self-attention Blocks with an optional final LayerNorm (pre-norm stacks need it)."""
+
+    def __init__(self, num_layers: int, d_model: int, num_heads: int, *, final_norm: bool = True,
+                 rngs: nnx.Rngs, **block_kwargs):
+        self.layers = nnx.List([Block(d_model, num_heads, rngs=rngs, **block_kwargs) for _ in range(num_layers)])
+        self.norm = nnx.LayerNorm(d_model, rngs=rngs) if final_norm else None
+
+    def __call__(self, x: Array, **kwargs) -> Array:
+        for layer in self.layers:
+            x = layer(x, **kwargs)
+        return self.norm(x) if self.norm is not None else x
+
+
+class Decoder(nnx.Module):
+    """A stack of Blocks with cross-attention to a memory; returns every layer's output.
+
+    Returning all layers' (normed) outputs is what DETR's auxiliary losses need.
+    """
+
+    def __init__(self, num_layers: int, d_model: int, num_heads: int, *, final_norm: bool = True,
+                 rngs: nnx.Rngs, **block_kwargs):
+        self.layers = nnx.List([Block(d_model, num_heads, cross_attention=True, rngs=rngs, **block_kwargs)
+                                for _ in range(num_layers)])
+        self.norm = nnx.LayerNorm(d_model, rngs=rngs) if final_norm else None
+
+    def __call__(self, x: Array, context: Array, **kwargs) -> list[Array]:
+        outputs = []
+        for layer in self.layers:
+            x = layer(x, context=context, **kwargs)
+            outputs.append(self.norm(x) if self.norm is not None else x)
+        return outputs
+
+
+# -------------------------------------------------------------- capture_attention
+def attention_layer_names(model: nnx.Module) -> dict[int, str]:
+    """Map id(layer) -> dotted path ("blocks.0.attn") for every MultiHeadAttention in model."""
+    names = {}
+    for path, module in nnx.iter_modules(model):
+        if isinstance(module, MultiHeadAttention):
+            names[id(module)] = ".".join(str(p) for p in path) or "attn"
+    return names
+
+
+_CAPTURE_CACHE: dict[Any, Any] = {}
+
+
+def capture_attention(model: nnx.Module, *inputs, with_logits: bool = False, **kwargs):
+    """Run model(*inputs, **kwargs) under jit and return every attention layer's weights.
+
+    Works on any model built from `MultiHeadAttention`, self- and cross-attention,
+    without changes to model code; layers use the dense path while capturing.
+
+    Args:
+      model: an nnx.Module.
+      *inputs: positional arrays for the model call.
+      with_logits: also return the pre-softmax logits q.k/sqrt(H) (before bias/mask).
+      **kwargs: keyword arguments for the model call (arrays are traced, other
+        values are static).
+
+    Returns:
+      {layer_name: weights (B, N, T, S)}, ordered as the layers ran; with
+      with_logits=True, a pair (weights_dict, logits_dict).
+    """
+    graphdef, state = nnx.split(model)
+    array_kw = {k: v for k, v in kwargs.items() if isinstance(v, (jax.Array, jnp.ndarray)) or hasattr(v, "shape")}
+    static_kw = tuple(sorted((k, v) for k, v in kwargs.items() if k not in array_kw))
+    try:
+        cache_key = (graphdef, static_kw, with_logits, len(inputs), tuple(sorted(array_kw)))
+        hash(cache_key)
+    except TypeError:
+        cache_key = None
+    run = _CAPTURE_CACHE.get(cache_key) if cache_key is not None else None
+    if run is None:
+        def run(state, inputs, array_kw):
+            m = nnx.merge(graphdef, state)
+            names = attention_layer_names(m)
+            with _recording(with_logits) as records:
+                m(*inputs, **array_kw, **dict(static_kw))
+            weights, logits = {}, {}
+            for layer, entry in records:
+                name = names.get(id(layer), type(layer).__name__)
+                if name in weights:  # a layer called twice: number the calls
+                    name = f"{name}#{sum(n.startswith(name) for n in weights)}"
+                weights[name] = entry["weights"]
+                if with_logits:
+                    logits[name] = entry["logits"]
+            return (weights, logits) if with_logits else weights
+
+        run = jax.jit(run)
+        if cache_key is not None:
+            if len(_CAPTURE_CACHE) > 32:
+                _CAPTURE_CACHE.clear()
+            _CAPTURE_CACHE[cache_key] = run
+    return run(state, inputs, array_kw)
+
+
+__all__ = ["HeadGate", "Linear", "MultiHeadAttention", "MLP", "Block", "LearnedPositions", "Encoder", "Decoder",
+           "capture_attention", "attention_layer_names"]
