@@ -368,8 +368,9 @@ def chunked_attention(
     sink_b = None if sink is None else jnp.broadcast_to(_sink_for_logits(sink), (1, N, 1, 1))
 
     q = query.astype(jnp.float32) * scale
+    log_n = None
     if normalizer == "ssmax":  # logits * log(n): n = keys visible to each query
-        q = q * jnp.log(jnp.maximum(_count_visible(mask, B, N, T, S, is_causal, window), 1.0))  # (B, T, N, 1)
+        log_n = jnp.log(jnp.maximum(_count_visible(mask, B, N, T, S, is_causal, window), 1.0))  # (B, N, T, 1)
 
     def blocks(x, axis):  # pad the key axis to n_chunks * C and cut it into blocks
         x = jnp.pad(x, [(0, pad if a == axis else 0) for a in range(x.ndim)])
@@ -390,6 +391,8 @@ def chunked_attention(
         x = jnp.einsum("btnh,bsnh->bnts", q, k.astype(jnp.float32))  # (B, N, T, C)
         if bs is not None:
             x = x + bs.astype(jnp.float32)
+        if log_n is not None:
+            x = x * log_n
         ok = valid[None, None, None, :]
         ok = combine_masks(ok, mk, _structured_mask(T, S, S - T, i * C, C, is_causal, window))
         x = jnp.where(ok, x, _NEG)
@@ -422,7 +425,7 @@ def _broadcast_last(x: Array, S: int) -> Array:
 
 
 def _count_visible(mask, B, N, T, S, is_causal, window) -> Array:
-    """Number of keys each query sees, (B, T, N, 1) float32, without an (S, S) array when possible."""
+    """Number of keys each query sees, (B, N, T, 1) float32, without an (S, S) array when possible."""
     if mask is None:
         q = jnp.arange(T) + (S - T)  # absolute query positions
         n = jnp.full((T,), float(S))
@@ -430,10 +433,9 @@ def _count_visible(mask, B, N, T, S, is_causal, window) -> Array:
             n = (q + 1).astype(jnp.float32)
         if window is not None:
             n = jnp.minimum(n, float(window))
-        return jnp.broadcast_to(n[None, :, None, None], (B, T, N, 1))
+        return jnp.broadcast_to(n[None, None, :, None], (B, N, T, 1))
     full = combine_masks(_broadcast_last(mask, S), _structured_mask(T, S, S - T, 0, S, is_causal, window))
-    n = jnp.sum(jnp.broadcast_to(full, (B, N, T, S)), axis=-1).astype(jnp.float32)  # (B, N, T)
-    return jnp.transpose(n, (0, 2, 1))[..., None]
+    return jnp.sum(jnp.broadcast_to(full, (B, N, T, S)), axis=-1, keepdims=True).astype(jnp.float32)
 
 
 # ----------------------------------------------------------------------- fused (GPU)

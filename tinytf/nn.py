@@ -1,7 +1,8 @@
 """Flax NNX layers: attention, MLP, the transformer block, encoder and decoder stacks.
 
 Reading order: `Linear` (with optional sigma-Reparam) -> `MultiHeadAttention` ->
-`MLP` -> `Block` -> `Encoder` / `Decoder` -> `capture_attention`.
+`MLP` -> `Block` -> `Encoder` / `Decoder` -> `capture_attention`. `KVCache` and the
+`decode` methods are the incremental-decoding path (used by `tinytf.models.lm`).
 
 The maths lives in `tinytf.attention`; these layers only own parameters and
 reshape between the model width D and heads (N, H). Every attention layer can
@@ -15,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -103,6 +104,29 @@ def _recording(logits: bool = False):
         _RECORD_LOGITS.reset(token_l)
 
 
+# ------------------------------------------------------------------------ KV cache
+class KVCache(NamedTuple):
+    """One attention layer's key/value cache: C slots of keys and values.
+
+    Keys are stored *before* RoPE, so a slot's position can change between steps
+    (StreamingLLM re-indexes positions inside the cache, Xiao et al. 2023). Which
+    token sits in which slot, and at which position, is the caller's policy (see
+    `tinytf.models.lm.CachePolicy`); `MultiHeadAttention.decode` only writes slots
+    and attends over them.
+
+    keys, values: (B, C, N, H).
+    """
+
+    keys: Array
+    values: Array
+
+    @classmethod
+    def zeros(cls, batch_size: int, size: int, num_heads: int, head_dim: int, dtype=jnp.float32) -> "KVCache":
+        """An empty cache of `size` slots."""
+        shape = (batch_size, size, num_heads, head_dim)  # (B, C, N, H)
+        return cls(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
+
+
 # ------------------------------------------------------------- MultiHeadAttention
 class MultiHeadAttention(nnx.Module):
     """Multi-head attention (Vaswani et al. 2017), self- or cross-, configured by an AttentionConfig.
@@ -165,13 +189,8 @@ class MultiHeadAttention(nnx.Module):
         context = x if context is None else context
         if context.ndim != 3 or context.shape[0] != x.shape[0]:
             raise ValueError(f"context must have shape (B={x.shape[0]}, S, D), got {context.shape}")
-        B, T, _ = x.shape
-        S = context.shape[1]
-        q = self._heads(self.query_proj(x if query_pos is None else x + query_pos))  # (B, T, N, H)
-        k = self._heads(self.key_proj(context if key_pos is None else context + key_pos))  # (B, S, N, H)
-        v = self._heads(self.value_proj(context))  # (B, S, N, H)
-        if cfg.qk_norm:
-            q, k = self.query_norm(q), self.key_norm(k)
+        T, S = x.shape[1], context.shape[1]
+        q, k, v = self._project(x, context, query_pos, key_pos)  # (B, T, N, H), (B, S, N, H) x2
         if cfg.position != "none":
             positions = jnp.arange(S - T, S) if positions is None else positions
             context_positions = (positions if context is x else jnp.arange(S)) if context_positions is None \
@@ -182,24 +201,83 @@ class MultiHeadAttention(nnx.Module):
             else:
                 alibi = alibi_bias(self.num_heads, positions, context_positions)  # (1|B, N, T, S)
                 bias = alibi if bias is None else bias + alibi
-        out, weights = self.attend(q, k, v, mask=mask, bias=bias, is_causal=is_causal)
+        out, _ = self.attend(q, k, v, mask=mask, bias=bias, is_causal=is_causal)
+        return self._output(out, x)
+
+    def _project(self, x: Array, context: Array, query_pos: Array | None = None,
+                 key_pos: Array | None = None) -> tuple[Array, Array, Array]:
+        """Queries (B, T, N, H) from x; keys and values (B, S, N, H) from context; QK-norm if set."""
+        q = self._heads(self.query_proj(x if query_pos is None else x + query_pos))  # (B, T, N, H)
+        k = self._heads(self.key_proj(context if key_pos is None else context + key_pos))  # (B, S, N, H)
+        v = self._heads(self.value_proj(context))  # (B, S, N, H)
+        if self.config.qk_norm:
+            q, k = self.query_norm(q), self.key_norm(k)
+        return q, k, v
+
+    def _output(self, out: Array, x: Array) -> Array:
+        """Head gates, the optional sigmoid output gate, and the output projection: (B, T, N, H) -> (B, T, D)."""
+        B, T = out.shape[:2]
         out = out * self.head_gate[...][:, None].astype(out.dtype)  # (B, T, N, H) * (N, 1)
-        if cfg.gate:
+        if self.config.gate:
             out = out * jax.nn.sigmoid(self._heads(self.gate_proj(x)))
         return self.out_proj(out.reshape(B, T, self.num_heads * self.head_dim))
 
+    def init_cache(self, batch_size: int, size: int, dtype=jnp.float32) -> KVCache:
+        """An empty KV cache of `size` slots for this layer."""
+        return KVCache.zeros(batch_size, size, self.num_heads, self.head_dim, dtype)
+
+    def decode(self, x: Array, cache: KVCache, *, slots: Array, positions: Array, cache_positions: Array,
+               mask: Array) -> tuple[Array, KVCache]:
+        """Self-attention of T new tokens over a KV cache (incremental decoding).
+
+        Writes the new tokens' keys (un-rotated) and values into `slots`, then lets
+        each new token attend to the cache slots its `mask` row allows, with RoPE /
+        ALiBi evaluated at the positions given, not at slot indices. The layer's own
+        sliding window (config.window) is applied by position.
+
+        Args:
+          x: (B, T, D) the new tokens' inputs.
+          cache: KVCache with C slots.
+          slots: (T,) int, the slot each new token is written to.
+          positions: (T,) int, the new tokens' positions.
+          cache_positions: (C,) int, the position of every slot's token after the write.
+          mask: (T, C) bool, True = the new token may attend to that slot (after the write).
+
+        Returns:
+          (B, T, D) outputs and the updated cache.
+        """
+        cfg = self.config
+        q, k, v = self._project(x, x)  # (B, T, N, H) each
+        keys = cache.keys.at[:, slots].set(k.astype(cache.keys.dtype))  # (B, C, N, H)
+        values = cache.values.at[:, slots].set(v.astype(cache.values.dtype))
+        distance = positions[:, None] - cache_positions[None, :]  # (T, C)
+        if cfg.window:
+            mask = mask & (distance < cfg.window)
+        k_all, bias = keys.astype(q.dtype), None
+        if cfg.position == "rope":
+            q = apply_rope(q, positions, base=cfg.rope_base)
+            k_all = apply_rope(k_all, cache_positions, base=cfg.rope_base)
+        elif cfg.position == "alibi":
+            bias = alibi_bias(self.num_heads, positions, cache_positions)  # (1, N, T, C)
+        out, _ = self.attend(q, k_all, values.astype(q.dtype), mask=mask[None, None], bias=bias, use_window=False)
+        return self._output(out, x), KVCache(keys, values)
+
     def attend(self, q: Array, k: Array, v: Array, *, mask: Array | None = None, bias: Array | None = None,
-               is_causal: bool = False) -> tuple[Array, Array | None]:
-        """The attention maths on (B, T, N, H) heads, as the config says; records maps when asked."""
+               is_causal: bool = False, use_window: bool = True) -> tuple[Array, Array | None]:
+        """The attention maths on (B, T, N, H) heads, as the config says; records maps when asked.
+
+        use_window=False skips config.window (the caller has put it into `mask`).
+        """
         cfg = self.config
         recorder = _RECORDER.get()
         T, S = q.shape[1], k.shape[1]
+        window = cfg.window if use_window else None
         if cfg.normalizer == "ssmax":  # logits * s_h * log n == (q * s_h) . k * log n
             q = q * self.ssmax_scale[...][:, None].astype(q.dtype)
         if cfg.fn is not None:
             full_mask = attn_lib.combine_masks(
                 mask, attn_lib.causal_mask(T, S) if is_causal else None,
-                attn_lib.sliding_window_mask(T, cfg.window, S) if cfg.window else None)
+                attn_lib.sliding_window_mask(T, window, S) if window else None)
             out, weights = cfg.fn(q, k, v, full_mask, bias)
         else:
             chunk = cfg.chunk_size
@@ -210,7 +288,7 @@ class MultiHeadAttention(nnx.Module):
             out, weights = attn_lib.dot_product_attention(
                 q, k, v, mask, bias=bias, normalizer=cfg.normalizer,
                 sink=self.sink_logit[...] if cfg.sink else None,
-                is_causal=is_causal, window=cfg.window, chunk_size=chunk)
+                is_causal=is_causal, window=window, chunk_size=chunk)
         if recorder is not None:
             entry = {"weights": weights}
             if _RECORD_LOGITS.get():
@@ -297,6 +375,30 @@ class Block(nnx.Module):
         if self.mlp is not None:
             x = self._sublayer(i, x, self.mlp)
         return x
+
+    def decode(self, x: Array, cache: KVCache, *, slots: Array, positions: Array, cache_positions: Array,
+               mask: Array, context: Array | None = None, context_mask: Array | None = None
+               ) -> tuple[Array, KVCache]:
+        """The block on T new tokens with a KV cache for its self-attention (see
+        `MultiHeadAttention.decode` for the arguments); returns (x (B, T, D), cache)."""
+        new_cache = []
+
+        def attend(h):
+            y, c = self.attn.decode(h, cache, slots=slots, positions=positions,
+                                    cache_positions=cache_positions, mask=mask)
+            new_cache.append(c)
+            return y
+
+        x = self._sublayer(0, x, attend)
+        i = 1
+        if self.cross_attn is not None:
+            if context is None:
+                raise ValueError("this block has cross-attention: pass context=(B, S, D)")
+            x = self._sublayer(i, x, lambda h: self.cross_attn(h, context, mask=context_mask))
+            i += 1
+        if self.mlp is not None:
+            x = self._sublayer(i, x, self.mlp)
+        return x, new_cache[0]
 
 
 class LearnedPositions(nnx.Module):
@@ -388,8 +490,10 @@ def capture_attention(model: nnx.Module, *inputs, with_logits: bool = False, **k
         hash(cache_key)
     except TypeError:
         cache_key = None
-    run = _CAPTURE_CACHE.get(cache_key) if cache_key is not None else None
-    if run is None:
+    cached = _CAPTURE_CACHE.get(cache_key) if cache_key is not None else None
+    if cached is None:
+        order: list[str] = []  # layer names in call order, filled while tracing (jit sorts dict keys)
+
         def run(state, inputs, array_kw):
             m = nnx.merge(graphdef, state)
             names = attention_layer_names(m)
@@ -403,15 +507,19 @@ def capture_attention(model: nnx.Module, *inputs, with_logits: bool = False, **k
                 weights[name] = entry["weights"]
                 if with_logits:
                     logits[name] = entry["logits"]
-            return (weights, logits) if with_logits else weights
+            order[:] = list(weights)
+            return [weights[n] for n in order], [logits[n] for n in order] if with_logits else []
 
-        run = jax.jit(run)
+        cached = (jax.jit(run), order)
         if cache_key is not None:
             if len(_CAPTURE_CACHE) > 32:
                 _CAPTURE_CACHE.clear()
-            _CAPTURE_CACHE[cache_key] = run
-    return run(state, inputs, array_kw)
+            _CAPTURE_CACHE[cache_key] = cached
+    run, order = cached
+    weights, logits = run(state, inputs, array_kw)
+    weights = dict(zip(order, weights))
+    return (weights, dict(zip(order, logits))) if with_logits else weights
 
 
-__all__ = ["HeadGate", "Linear", "MultiHeadAttention", "MLP", "Block", "LearnedPositions", "Encoder", "Decoder",
+__all__ = ["HeadGate", "Linear", "KVCache", "MultiHeadAttention", "MLP", "Block", "LearnedPositions", "Encoder", "Decoder",
            "capture_attention", "attention_layer_names"]
