@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
             if err.name != name:  # a real missing dependency inside the module
                 raise
             continue
-        module.register_cli(sub)
+        if hasattr(module, "register_cli"):
+            module.register_cli(sub)
     return parser
 
 

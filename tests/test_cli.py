@@ -1,0 +1,36 @@
+"""The command line and the README's promises."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image as mpimg
+
+from tinytf.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_demo_writes_a_png(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path)]) == 0
+    png = tmp_path / "attention.png"
+    image = mpimg.imread(png)
+    assert image.shape[0] > 200 and image.shape[1] > 400 and image.std() > 0.01
+    assert str(png) in capsys.readouterr().out
+
+
+def test_cli_help_and_unknown_command():
+    assert main([]) == 1
+    out = subprocess.run([sys.executable, "-m", "tinytf", "nonsense"], capture_output=True, text=True)
+    assert out.returncode != 0 and "invalid choice" in out.stderr
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    quick = readme.split("## Quick start", 1)[1].split("##", 1)[0]
+    commands = [line.split("#")[0].strip() for line in re.findall(r"^pip install.*$", quick, re.M)]
+    assert len(commands) == 2, "the Quick start has exactly two commands"
+    assert "pytest" in commands[1]
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "grep -m1 -E '^pip install .*pytest' README.md" in ci

@@ -1,0 +1,123 @@
+"""Benchmarks: `tinytf bench attention` and `tinytf bench train`.
+
+Speed targets live here, not in timed tests. Every figure is a ratio against a
+peer measured in the same run on the same machine.
+
+  attention: tinytf dense vs chunked (online softmax) vs jax.nn.dot_product_attention,
+             time per call and XLA's compiled working-set size, at several lengths.
+  train:     see `tinytf.train` (fit vs a per-step nnx.jit loop vs flax.nnx stock layers).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+
+from tinytf import attention as A
+
+
+def _time(fn, *args, repeats: int = 3) -> float:
+    """Median wall time of fn(*args) in seconds, after one warm-up (compile) call."""
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _available_bytes() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 8 * 2**30
+
+
+def bench_attention(lengths=(1024, 4096, 16384), *, heads: int = 8, head_dim: int = 64, batch: int = 1,
+                    chunk_size: int = 512, causal: bool = True, backward: bool = False, repeats: int = 3,
+                    memory_fraction: float = 0.5) -> list[dict]:
+    """Time and size dense, chunked and jax.nn attention at each length.
+
+    A path whose compiled working set would exceed `memory_fraction` of the
+    available RAM is not run; its row says so (with the bytes it would need).
+
+    Returns:
+      One dict per (length, path): length, path, seconds (or None), temp_bytes.
+    """
+    paths = {
+        "dense": lambda q, k, v: A.dot_product_attention(q, k, v, is_causal=causal)[0],
+        "chunked": lambda q, k, v: A.dot_product_attention(q, k, v, is_causal=causal, chunk_size=chunk_size)[0],
+        "jax.nn": lambda q, k, v: jax.nn.dot_product_attention(q, k, v, is_causal=causal),
+    }
+    rows = []
+    for T in lengths:
+        keys = jax.random.split(jax.random.key(T), 3)
+        q, k, v = (jax.random.normal(key, (batch, T, heads, head_dim), jnp.float32) for key in keys)
+        for name, f in paths.items():
+            fn = jax.jit(jax.grad(lambda q, k, v: f(q, k, v).sum(), argnums=(0, 1, 2)) if backward else f)
+            compiled = fn.lower(q, k, v).compile()
+            temp = compiled.memory_analysis().temp_size_in_bytes
+            row = {"length": T, "path": name, "temp_bytes": int(temp), "seconds": None}
+            if temp < memory_fraction * _available_bytes():
+                row["seconds"] = _time(compiled, q, k, v, repeats=repeats)
+            rows.append(row)
+    return rows
+
+
+def _print_attention(rows: list[dict]) -> None:
+    print(f"{'length':>7} {'path':>8} {'time (s)':>10} {'working set':>12} {'time vs dense':>14}")
+    dense = {r["length"]: r for r in rows if r["path"] == "dense"}
+    for r in rows:
+        t = "skipped" if r["seconds"] is None else f"{r['seconds']:.3f}"
+        d = dense[r["length"]]["seconds"]
+        ratio = f"{r['seconds'] / d:.2f}x" if r["seconds"] and d else "-"
+        print(f"{r['length']:>7} {r['path']:>8} {t:>10} {r['temp_bytes'] / 2**20:>9.1f} MB {ratio:>14}")
+
+
+def _cmd_attention(args) -> int:
+    rows = bench_attention(tuple(args.lengths), heads=args.heads, head_dim=args.head_dim, chunk_size=args.chunk,
+                           backward=args.backward, repeats=args.repeats)
+    if args.json:
+        print(json.dumps({"device": jax.devices()[0].device_kind, "rows": rows}))
+    else:
+        print(f"attention, B=1, N={args.heads}, H={args.head_dim}, causal, "
+              f"{'forward+backward' if args.backward else 'forward'}, on {jax.devices()[0].device_kind}")
+        _print_attention(rows)
+        print("working set = XLA's compiled temporary buffers; 'skipped' = would not fit in half the free RAM")
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from tinytf.train import bench_train  # imported lazily: it builds models
+
+    result = bench_train(steps=args.steps)
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+def register_cli(sub) -> None:
+    p = sub.add_parser("bench", help="benchmarks: attention paths, training throughput")
+    bsub = p.add_subparsers(dest="bench", metavar="WHAT", required=True)
+    a = bsub.add_parser("attention", help="dense vs chunked vs jax.nn attention: time and memory")
+    a.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096, 16384])
+    a.add_argument("--heads", type=int, default=8)
+    a.add_argument("--head-dim", type=int, default=64)
+    a.add_argument("--chunk", type=int, default=512)
+    a.add_argument("--repeats", type=int, default=3)
+    a.add_argument("--backward", action="store_true", help="time forward + backward")
+    a.add_argument("--json", action="store_true", help="print one JSON object")
+    a.set_defaults(func=_cmd_attention)
+    t = bsub.add_parser("train", help="fit vs a per-step nnx.jit loop vs flax.nnx stock layers")
+    t.add_argument("--steps", type=int, default=200)
+    t.add_argument("--json", action="store_true", help="print one JSON object")
+    t.set_defaults(func=_cmd_train)
