@@ -1,0 +1,18 @@
+"""Training: ``fit`` and what it needs, one concept per file.
+
+Reading order:
+  losses.py  — ``cross_entropy`` and ``accuracy``, masked, in float32;
+  optim.py   — ``make_optimizer``: AdamW + warmup/cosine schedule + clipping;
+  history.py — ``History`` (what fit records) and orbax checkpoints;
+  loop.py    — ``fit``: one jit-compiled on-device loop over many steps per call;
+  bench.py   — ``benchmark_fit_vs_nnx_jit`` and ``bench_train`` (``tinytf bench train``).
+"""
+
+from tinytf.train.bench import bench_train, benchmark_fit_vs_nnx_jit
+from tinytf.train.history import History
+from tinytf.train.loop import fit
+from tinytf.train.losses import accuracy, cross_entropy
+from tinytf.train.optim import make_optimizer, make_schedule
+
+__all__ = ["fit", "History", "make_optimizer", "make_schedule", "cross_entropy", "accuracy",
+           "benchmark_fit_vs_nnx_jit", "bench_train"]

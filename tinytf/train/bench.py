@@ -1,0 +1,252 @@
+"""`tinytf bench train`: fit vs a per-step nnx.jit loop vs flax.nnx stock layers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from tinytf.train.history import History
+from tinytf.train.loop import _check_positive, _unpack_loss, fit
+from tinytf.train.optim import make_optimizer
+from tinytf.train.losses import cross_entropy
+
+# -------------------------------------------------------------------------- benchmark
+
+
+class _BenchLM(nnx.Module):
+    """A tiny pre-norm transformer LM from Flax's stock layers, only for the benchmark."""
+
+    def __init__(self, vocab: int = 16, d_model: int = 32, num_heads: int = 4, layers: int = 2,
+                 length: int = 16, *, rngs: nnx.Rngs):
+        self.embed = nnx.Embed(vocab, d_model, rngs=rngs)
+        self.pos = nnx.Param(0.02 * jax.random.normal(rngs.params(), (length, d_model)))
+        self.blocks = nnx.List([nnx.Dict(
+            norm1=nnx.LayerNorm(d_model, rngs=rngs), norm2=nnx.LayerNorm(d_model, rngs=rngs),
+            attn=nnx.MultiHeadAttention(num_heads, d_model, decode=False, rngs=rngs),
+            up=nnx.Linear(d_model, 4 * d_model, rngs=rngs),
+            down=nnx.Linear(4 * d_model, d_model, rngs=rngs)) for _ in range(layers)])
+        self.norm = nnx.LayerNorm(d_model, rngs=rngs)
+        self.head = nnx.Linear(d_model, vocab, rngs=rngs)
+
+    def __call__(self, tokens):  # (B, T) -> (B, T, V)
+        T = tokens.shape[1]
+        x = self.embed(tokens) + self.pos[:T]  # (B, T, D)
+        mask = nnx.make_causal_mask(tokens)  # (B, 1, T, T)
+        for b in self.blocks:
+            x = x + b.attn(b.norm1(x), mask=mask)
+            x = x + b.down(jax.nn.gelu(b.up(b.norm2(x))))
+        return self.head(self.norm(x))
+
+
+def _bench_copy_task(batch_size: int, length: int = 16, vocab: int = 16):
+    """Data and loss of the benchmark: repeat a random half-sequence (induction/copy)."""
+
+    def data(key):
+        half = jax.random.randint(key, (batch_size, length // 2), 1, vocab)  # (B, T/2)
+        return jnp.concatenate([half, half], axis=1)  # (B, T)
+
+    def loss_fn(model, tokens):
+        logits = model(tokens[:, :-1])  # (B, T-1, V) predicts tokens[:, 1:]
+        copied = jnp.arange(1, length) >= length // 2  # (T-1,) positions in the copied half
+        mask = jnp.broadcast_to(copied, tokens[:, 1:].shape)
+        return cross_entropy(logits, tokens[:, 1:], mask)
+
+    return data, loss_fn
+
+
+def benchmark_fit_vs_nnx_jit(make_model: Callable[[], nnx.Module] | None = None, data=None,
+                             loss_fn: Callable | None = None, *, steps: int = 300,
+                             batch_size: int = 32, repeats: int = 3, name: str | None = None,
+                             print_fn: Callable | None = print) -> dict[str, float]:
+    """Time training steps of one model three ways, in one process, and print the ratios.
+
+    1. ``nnx.jit`` per step: ``nnx.Optimizer`` and an ``@nnx.jit`` train step, the
+       textbook NNX loop (batches pre-made on the device, so only the step is timed);
+    2. ``fit`` with one step per call: a plain ``jax.jit`` over ``nnx.split`` state;
+    3. ``fit`` as used (many steps per call in an on-device loop).
+    Compilation is excluded from every rate; each rate is the best of ``repeats``
+    timings (on a shared machine the best is the least disturbed). Same optimizer and
+    data in all three.
+
+    Args:
+      make_model: ``() -> nnx.Module``; default a 2-layer d=32 transformer LM built from
+        Flax's stock layers on a copy task (T=16, V=16).
+      data: ``key -> batch`` (required with ``make_model``); loss_fn: ``(model, batch)
+        -> loss``.
+      steps: steps per timing; batch_size: B of the default task; repeats: timings
+        per method.
+      name: label for the printout; print_fn: where lines go (None: silent).
+
+    Returns:
+      {"nnx_jit_steps_per_s", "fit_step_per_call_steps_per_s", "fit_steps_per_s",
+       "fit_vs_nnx_jit", "fit_step_per_call_vs_nnx_jit", "nnx_jit_compile_s",
+       "fit_compile_s", "steps", "batch_size", "repeats"}.
+    """
+    if make_model is None:
+        data, loss_fn = _bench_copy_task(batch_size)
+        make_model = lambda: _BenchLM(rngs=nnx.Rngs(0))  # noqa: E731
+        name = name or f"stock-nnx LM, 2 layers, d=32, B={batch_size}, T=16"
+    elif data is None or loss_fn is None:
+        raise ValueError("benchmark_fit_vs_nnx_jit: give data and loss_fn with make_model")
+    _check_positive("steps", steps, allow_none=False)
+    _check_positive("repeats", repeats, allow_none=False)
+    scalar_loss = lambda m, b: _unpack_loss(loss_fn(m, b))[0]  # noqa: E731
+
+    # 1. The per-step nnx.jit loop.
+    model = make_model()
+    optimizer = nnx.Optimizer(model, make_optimizer(3e-3, steps + 2), wrt=nnx.Param)
+
+    @nnx.jit
+    def train_step(model, optimizer, batch):
+        loss, grads = nnx.value_and_grad(scalar_loss)(model, batch)
+        optimizer.update(model, grads)
+        return loss
+
+    make_batch = jax.jit(data)
+    batches = [make_batch(jax.random.fold_in(jax.random.key(0), i)) for i in range(8)]
+    t0 = time.perf_counter()
+    jax.block_until_ready(train_step(model, optimizer, batches[0]))  # compile
+    nnx_compile = time.perf_counter() - t0
+    jax.block_until_ready(train_step(model, optimizer, batches[1]))
+    nnx_rate = 0.0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for i in range(steps):
+            loss = train_step(model, optimizer, batches[i % len(batches)])
+        jax.block_until_ready(loss)
+        nnx_rate = max(nnx_rate, steps / (time.perf_counter() - t0))
+
+    # 2. and 3. fit, one step per call and as used (compile time is measured separately).
+    def best_fit(**kwargs) -> History:
+        runs = [fit(make_model(), data, steps=steps, loss_fn=loss_fn, progress=False, **kwargs)
+                for _ in range(repeats)]
+        return max(runs, key=lambda h: h.steps_per_s)
+
+    one, many = best_fit(steps_per_call=1), best_fit()
+    result = {"nnx_jit_steps_per_s": nnx_rate,
+              "fit_step_per_call_steps_per_s": one.steps_per_s,
+              "fit_steps_per_s": many.steps_per_s,
+              "fit_step_per_call_vs_nnx_jit": one.steps_per_s / nnx_rate,
+              "fit_vs_nnx_jit": many.steps_per_s / nnx_rate,
+              "nnx_jit_compile_s": nnx_compile, "fit_compile_s": many.compile_time_s,
+              "steps": steps, "batch_size": batch_size, "repeats": repeats}
+    if print_fn is not None:
+        print_fn(f"train steps/s, {name or 'model'} ({steps} steps, best of {repeats}, "
+                 f"{jax.devices()[0].platform}, compile excluded)")
+        for label, rate, comp in (("nnx.jit per step", nnx_rate, nnx_compile),
+                                  ("fit, 1 step per call", one.steps_per_s, one.compile_time_s),
+                                  ("fit (on-device loop)", many.steps_per_s, many.compile_time_s)):
+            print_fn(f"  {label:<24}{rate:10.1f} steps/s  {rate / nnx_rate:6.2f}x  "
+                     f"(compile {comp:.1f} s)")
+    return result
+
+
+
+# ------------------------------------------------------------------ tinytf presets
+class _StockViT(nnx.Module):
+    """ViTConfig.tiny16() rebuilt from Flax's stock layers (nnx.Conv, nnx.MultiHeadAttention)."""
+
+    def __init__(self, d_model: int = 64, num_heads: int = 4, layers: int = 2, patch: int = 4, image: int = 16,
+                 num_classes: int = 10, *, rngs: nnx.Rngs):
+        self.patch = nnx.Conv(3, d_model, kernel_size=(patch, patch), strides=(patch, patch), rngs=rngs)
+        self.cls = nnx.Param(jnp.zeros((1, 1, d_model)))
+        self.pos = nnx.Param(0.02 * jax.random.normal(rngs.params(), (1 + (image // patch) ** 2, d_model)))
+        self.blocks = nnx.List([nnx.Dict(
+            norm1=nnx.LayerNorm(d_model, rngs=rngs), norm2=nnx.LayerNorm(d_model, rngs=rngs),
+            attn=nnx.MultiHeadAttention(num_heads, d_model, decode=False, rngs=rngs),
+            up=nnx.Linear(d_model, 4 * d_model, rngs=rngs),
+            down=nnx.Linear(4 * d_model, d_model, rngs=rngs)) for _ in range(layers)])
+        self.norm = nnx.LayerNorm(d_model, rngs=rngs)
+        self.head = nnx.Linear(d_model, num_classes, rngs=rngs)
+
+    def __call__(self, images):  # (B, H, W, C) -> (B, classes)
+        x = self.patch(images)
+        B = x.shape[0]
+        x = x.reshape(B, -1, x.shape[-1])  # (B, P, D)
+        x = jnp.concatenate([jnp.broadcast_to(self.cls[...], (B, 1, x.shape[-1])), x], axis=1) + self.pos[...]
+        for b in self.blocks:
+            x = x + b.attn(b.norm1(x))
+            x = x + b.down(jax.nn.gelu(b.up(b.norm2(x))))
+        return self.head(self.norm(x)[:, 0])
+
+
+def _matmul_gflops(n: int = 1024, repeats: int = 5) -> float:
+    """Achieved float32 GFLOP/s of an n x n matmul on this device: the roofline to compare with."""
+    a = jax.random.normal(jax.random.key(0), (n, n))
+    f = jax.jit(lambda a: a @ a)
+    jax.block_until_ready(f(a))
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(f(a))
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def _step_flops(model: nnx.Module, batch, loss_fn) -> float:
+    """FLOPs of one training step's forward + backward, from XLA's cost analysis."""
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    grad = jax.jit(jax.grad(lambda p, b: _unpack_loss(loss_fn(nnx.merge(graphdef, p, rest), b))[0]))
+    cost = grad.lower(params, batch).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost.get("flops", float("nan")))
+
+
+def bench_train(*, steps: int = 200, repeats: int = 3, print_fn: Callable | None = print) -> dict:
+    """`tinytf bench train`: the tiny LM and ViT presets, three ways each, in one run.
+
+    For each preset: a per-step `nnx.jit` loop, `fit` (one step per call and as used),
+    and `fit` on the same architecture built from `flax.nnx` stock layers; steps/s,
+    ratios, and achieved GFLOP/s against a float32 matmul measured in the same run.
+    """
+    from tinytf.data import copy_task, shapes_classification
+    from tinytf.models import CausalLM, LMConfig, ViT, ViTConfig
+
+    peak = _matmul_gflops()
+    lm_data = lambda key: copy_task(key, batch_size=32, length=16, vocab_size=64)["tokens"]  # noqa: E731
+
+    def lm_loss(model, tokens):
+        logits = model(tokens[:, :-1])
+        mask = jnp.broadcast_to(jnp.arange(1, tokens.shape[1]) >= tokens.shape[1] // 2, tokens[:, 1:].shape)
+        return cross_entropy(logits, tokens[:, 1:], mask)
+
+    def vit_data(key):
+        batch = shapes_classification(key, batch_size=64, image_size=16)
+        return batch["images"], batch["labels"]
+
+    def vit_loss(model, batch):
+        images, labels = batch
+        return cross_entropy(model(images), labels)
+
+    presets = {
+        "LMConfig.micro() B=16 T=32": (lambda: CausalLM(LMConfig.micro(vocab_size=64), rngs=nnx.Rngs(0)),
+                                       lambda: _BenchLM(vocab=64, d_model=32, num_heads=2, layers=2, length=32,
+                                                        rngs=nnx.Rngs(0)),
+                                       lambda key: lm_data(key)[:16], lm_loss),
+        "LMConfig.tiny() B=32 T=32": (lambda: CausalLM(LMConfig.tiny(), rngs=nnx.Rngs(0)),
+                                      lambda: _BenchLM(vocab=64, d_model=64, num_heads=4, layers=2, length=32,
+                                                       rngs=nnx.Rngs(0)), lm_data, lm_loss),
+        "ViTConfig.tiny16() B=64": (lambda: ViT(ViTConfig.tiny16(num_classes=4), rngs=nnx.Rngs(0)),
+                                    lambda: _StockViT(num_classes=4, rngs=nnx.Rngs(0)), vit_data, vit_loss),
+    }
+    results = {"matmul_gflops": peak, "presets": {}}
+    for name, (make, make_stock, data, loss_fn) in presets.items():
+        r = benchmark_fit_vs_nnx_jit(make, data, loss_fn, steps=steps, repeats=repeats, name=name,
+                                     print_fn=print_fn)
+        stock = max((fit(make_stock(), data, steps=steps, loss_fn=loss_fn, progress=False) for _ in range(repeats)),
+                    key=lambda h: h.steps_per_s)
+        flops = _step_flops(make(), jax.jit(data)(jax.random.key(0)), loss_fn)
+        r.update(stock_nnx_fit_steps_per_s=stock.steps_per_s,
+                 tinytf_vs_stock_nnx=r["fit_steps_per_s"] / stock.steps_per_s,
+                 step_gflop=flops / 1e9, fit_gflops=flops * r["fit_steps_per_s"] / 1e9,
+                 fit_fraction_of_matmul=flops * r["fit_steps_per_s"] / 1e9 / peak)
+        results["presets"][name] = r
+        if print_fn is not None:
+            print_fn(f"  {'fit, flax.nnx stock layers':<24}{stock.steps_per_s:10.1f} steps/s  "
+                     f"(tinytf layers are {r['tinytf_vs_stock_nnx']:.2f}x the stock-layer speed)")
+            print_fn(f"  achieved {r['fit_gflops']:.2f} GFLOP/s = {100 * r['fit_fraction_of_matmul']:.1f}% of a "
+                     f"1024x1024 matmul ({peak:.1f} GFLOP/s); {r['step_gflop'] * 1e3:.1f} MFLOP per step")
+    return results
