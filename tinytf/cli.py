@@ -55,7 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     from tinytf.config import enable_compilation_cache
 
     enable_compilation_cache(not args.no_compilation_cache)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except BrokenPipeError:  # `tinytf ... | head`: the reader left; not an error of ours
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":
