@@ -1,0 +1,83 @@
+"""How alike are two attention maps? JS divergence, cosine, and layer-by-layer matrices.
+
+`js_divergence` (nats, 0 for equal, ln 2 for disjoint distributions) is the
+distance used throughout: between layers here (PHENOMENA §8: adjacent layers of a
+trained model attend alike, Xiao et al. 2019; Bhojanapalli et al. 2021) and
+between DETR object queries in `queries.py` (§5).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+
+from tinytf.diagnostics.maps import _layers, _xlogx
+
+Array = jax.Array
+
+
+def js_divergence(p, q, axis: int = -1) -> Array:
+    """Jensen-Shannon divergence in nats (0 for equal, ln 2 for disjoint distributions).
+
+    Math: JS(p, q) = KL(p || m)/2 + KL(q || m)/2, m = (p + q)/2 (Lin 1991). Inputs
+    are renormalised along `axis` first, so maps whose rows do not sum to 1
+    (softmax_1, sigmoid) are compared as distributions.
+
+    Args:
+      p, q: arrays of equal (broadcastable) shape, non-negative along `axis`.
+
+    Returns:
+      array with `axis` removed.
+    """
+    p = jnp.asarray(p, jnp.float32)
+    q = jnp.asarray(q, jnp.float32)
+    p = p / jnp.maximum(p.sum(axis, keepdims=True), 1e-12)
+    q = q / jnp.maximum(q.sum(axis, keepdims=True), 1e-12)
+    m = 0.5 * (p + q)
+    m_safe = jnp.where(m > 0, m, 1.0)
+    kl_pm = (_xlogx(p) - jnp.where(p > 0, p * jnp.log(m_safe), 0.0)).sum(axis)
+    kl_qm = (_xlogx(q) - jnp.where(q > 0, q * jnp.log(m_safe), 0.0)).sum(axis)
+    return jnp.maximum(0.5 * (kl_pm + kl_qm), 0.0)
+
+
+def _cosine(a: Array, b: Array, axis: int = -1) -> Array:
+    na = jnp.sqrt((a * a).sum(axis))
+    nb = jnp.sqrt((b * b).sum(axis))
+    return (a * b).sum(axis) / jnp.maximum(na * nb, 1e-12)
+
+
+def cross_layer_similarity(maps, *, layers: Sequence[str] | None = None) -> dict:
+    """JS divergence and cosine between every pair of layers' head-averaged maps.
+
+    Math: JS[a, b] = mean_{examples, query rows i} JS(Abar_a[i,:], Abar_b[i,:]),
+    cos[a, b] = mean_examples cos(vec Abar_a, vec Abar_b), Abar = mean over heads
+    (Xiao et al. 2019, "Sharing Attention Weights for Fast Transformer";
+    Bhojanapalli et al. 2021, "Reuse Transformers"; PHENOMENA §8b). Head
+    averaging sidesteps head permutation symmetry.
+
+    Args:
+      maps: {layer: (B, N, T, S)} or a list of maps, all with the same (B, T, S).
+      layers: optional subset/order of layer names.
+
+    Returns:
+      {"layers": [names], "js": (L, L) array, "cosine": (L, L) array}.
+    """
+    items = _layers(maps)
+    if layers is not None:
+        lookup = dict(items)
+        missing = [n for n in layers if n not in lookup]
+        if missing:
+            raise ValueError(f"layers {missing} not in maps: available {list(lookup)}")
+        items = [(n, lookup[n]) for n in layers]
+    shapes = {(w.shape[0], w.shape[2], w.shape[3]) for _, w in items}
+    if len(shapes) != 1:
+        raise ValueError(f"maps have different (B, T, S) shapes {sorted(shapes)}: expected one shape for all layers")
+    mean_maps = jnp.stack([w.astype(jnp.float32).mean(1) for _, w in items])  # (L, B, T, S)
+    a, b = mean_maps[:, None], mean_maps[None, :]  # (L, 1, B, T, S), (1, L, B, T, S)
+    js = js_divergence(a, b).mean((-2, -1))  # (L, L)
+    L, B = mean_maps.shape[:2]
+    flat = mean_maps.reshape(L, B, -1)  # (L, B, T*S)
+    cos = _cosine(flat[:, None], flat[None, :]).mean(-1)  # (L, L)
+    return {"layers": [n for n, _ in items], "js": js, "cosine": cos}

@@ -1,0 +1,36 @@
+"""Figures of attention and its diagnostics (matplotlib, headless by default).
+
+Every function takes plain arrays (the outputs of `tinytf.diagnostics` or
+`capture_attention`), returns a `matplotlib.figure.Figure`, and writes a PNG
+when given `save=path`. Figures are built without pyplot, so they work on a
+machine with no display and never pile up in pyplot's global state; in a
+notebook, display the returned figure. The PNG is exactly `figsize * dpi`
+pixels (no tight cropping). Importing this package selects the Agg backend
+unless pyplot was already imported with a backend of the user's choice.
+
+Reading order:
+  maps.py   — `attention_grid` (heads x layers heatmaps with token labels),
+              `attention_on_image` (ViT patches, DETR 8x8 grid), `detr_queries`
+              (boxes and every query's map);
+  curves.py — `metric_curves` (vs training step), `length_curves` (vs sequence
+              length), `pruning_curves`, `deletion_curves`, `rank_vs_depth`.
+"""
+
+import sys
+
+import matplotlib
+
+if "matplotlib.pyplot" not in sys.modules:  # headless unless the user already chose a pyplot backend
+    matplotlib.use("Agg")
+
+from tinytf.plots.curves import (  # noqa: E402
+    deletion_curves,
+    length_curves,
+    metric_curves,
+    pruning_curves,
+    rank_vs_depth,
+)
+from tinytf.plots.maps import attention_grid, attention_on_image, detr_queries  # noqa: E402
+
+__all__ = ["attention_grid", "attention_on_image", "detr_queries", "metric_curves", "length_curves",
+           "pruning_curves", "deletion_curves", "rank_vs_depth"]
