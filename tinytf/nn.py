@@ -521,5 +521,5 @@ def capture_attention(model: nnx.Module, *inputs, with_logits: bool = False, **k
     return (weights, dict(zip(order, logits))) if with_logits else weights
 
 
-__all__ = ["HeadGate", "Linear", "KVCache", "MultiHeadAttention", "MLP", "Block", "LearnedPositions", "Encoder", "Decoder",
-           "capture_attention", "attention_layer_names"]
+__all__ = ["HeadGate", "Linear", "KVCache", "MultiHeadAttention", "MLP", "Block", "LearnedPositions", "Encoder",
+           "Decoder", "capture_attention", "attention_layer_names"]

@@ -1,0 +1,11 @@
+"""Models built from `tinytf.nn`: a causal language model and a Vision Transformer.
+
+`lm.CausalLM` (GPT-style, with a StreamingLLM KV cache) and `vit.ViT` (with register
+tokens). Read `lm.py` first; `vit.py` reuses the same blocks on image patches.
+"""
+
+from tinytf.models.lm import CachePolicy, CausalLM, LMConfig, streaming_forward, streaming_nll
+from tinytf.models.vit import PatchEmbed, ViT, ViTConfig
+
+__all__ = ["LMConfig", "CausalLM", "CachePolicy", "streaming_forward", "streaming_nll",
+           "ViTConfig", "ViT", "PatchEmbed"]
