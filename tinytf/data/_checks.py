@@ -1,0 +1,45 @@
+"""Argument checks shared by the data generators (private).
+
+The generators take their configuration as static Python values, so these checks run at
+trace time and never inside the compiled computation.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+
+def check_key(key, name: str = "key") -> None:
+    """Reject things that are not a JAX random key (a common slip: passing an int seed)."""
+    if isinstance(key, (int, np.integer)) or key is None:
+        raise TypeError(
+            f"{name} must be a JAX random key such as jax.random.key(0), got {type(key).__name__} {key!r}"
+        )
+    if not isinstance(key, jax.Array | np.ndarray):
+        raise TypeError(f"{name} must be a JAX random key such as jax.random.key(0), got {type(key).__name__}")
+
+
+def check_int(name: str, value, *, low: int | None = None, high: int | None = None) -> int:
+    """Return ``value`` as an int, raising if it is not a Python int in ``[low, high]``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(
+            f"{name} must be a Python int (a static configuration value; close over it with "
+            f"functools.partial under jit), got {type(value).__name__} {value!r}"
+        )
+    value = int(value)
+    if low is not None and value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+    if high is not None and value > high:
+        raise ValueError(f"{name} must be <= {high}, got {value}")
+    return value
+
+
+def check_prob(name: str, value) -> float:
+    """Return ``value`` as a float, raising unless it is a number in [0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a float in [0, 1], got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value}")
+    return value
