@@ -34,3 +34,16 @@ def test_ci_runs_the_readme_test_command():
     assert "pytest" in commands[1]
     ci = (ROOT / ".ci" / "run").read_text()
     assert "grep -m1 -E '^pip install .*pytest' README.md" in ci
+
+
+def test_readme_train_look_measure_snippet_runs(tmp_path, monkeypatch):
+    """The README's Python example runs as written (with fewer steps)."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### Train, look, measure", 1)[1]
+    code = section.split("```python", 1)[1].split("```", 1)[0]
+    assert "steps=300" in code
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(compile(code.replace("steps=300", "steps=20"), "README.md", "exec"), namespace)
+    assert (tmp_path / "maps.png").is_file()
+    assert namespace["history"].last("loss") < namespace["history"]["loss"][0]
