@@ -6,6 +6,7 @@ peer measured in the same run on the same machine.
   attention: tinytf dense vs chunked (online softmax) vs jax.nn.dot_product_attention,
              time per call and XLA's compiled working-set size, at several lengths.
   train:     see `tinytf.train` (fit vs a per-step nnx.jit loop vs flax.nnx stock layers).
+  presets:   the tiny LM and ViT presets trained from scratch: accuracy, wall and CPU time.
 """
 
 from __future__ import annotations
@@ -99,7 +100,16 @@ def _cmd_attention(args) -> int:
 def _cmd_train(args) -> int:
     from tinytf.train import bench_train  # imported lazily: it builds models
 
-    result = bench_train(steps=args.steps)
+    result = bench_train(steps=args.steps, print_fn=None if args.json else print)
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+def _cmd_presets(args) -> int:
+    from tinytf.train import bench_presets
+
+    result = bench_presets(seed=args.seed, steps=args.steps, print_fn=None if args.json else print)
     if args.json:
         print(json.dumps(result))
     return 0
@@ -121,3 +131,8 @@ def register_cli(sub) -> None:
     t.add_argument("--steps", type=int, default=200)
     t.add_argument("--json", action="store_true", help="print one JSON object")
     t.set_defaults(func=_cmd_train)
+    m = bsub.add_parser("presets", help="train the tiny LM and ViT presets from scratch: accuracy and time")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--steps", type=int, default=300)
+    m.add_argument("--json", action="store_true", help="print one JSON object")
+    m.set_defaults(func=_cmd_presets)

@@ -250,3 +250,45 @@ def bench_train(*, steps: int = 200, repeats: int = 3, print_fn: Callable | None
             print_fn(f"  achieved {r['fit_gflops']:.2f} GFLOP/s = {100 * r['fit_fraction_of_matmul']:.1f}% of a "
                      f"1024x1024 matmul ({peak:.1f} GFLOP/s); {r['step_gflop'] * 1e3:.1f} MFLOP per step")
     return results
+
+
+def bench_presets(*, seed: int = 0, steps: int = 300, print_fn: Callable | None = print) -> dict:
+    """`tinytf bench presets`: train the tiny presets from scratch and report accuracy and time.
+
+    LMConfig.tiny() on the induction/copy task (16 random tokens then the same 16; accuracy on
+    the copied half) and ViTConfig.tiny16() on 16x16 shapes (4 classes), each for `steps`
+    steps of `fit`, evaluated on fresh held-out batches. Times are wall seconds and this
+    process's CPU seconds (all threads; compilation included).
+    """
+    import functools
+
+    from tinytf import data
+    from tinytf.models import CausalLM, LMConfig, ViT, ViTConfig
+    from tinytf.train.losses import accuracy
+
+    results = {}
+    t0, c0 = time.perf_counter(), time.process_time()
+    copy = functools.partial(data.copy_task, batch_size=16, length=16, vocab_size=64)
+    lm = CausalLM(LMConfig.tiny(), rngs=nnx.Rngs(seed))
+    fit(lm, copy, steps=steps, loss_fn=lambda m, b: cross_entropy(m(b["tokens"]), b["targets"], b["loss_mask"]),
+        learning_rate=3e-3, seed=seed, progress=False)
+    held = data.copy_task(jax.random.key(10_000 + seed), batch_size=512, length=16, vocab_size=64)
+    results["lm_induction_accuracy"] = float(accuracy(lm(held["tokens"]), held["targets"], held["loss_mask"]))
+    results["lm_wall_s"], results["lm_cpu_s"] = time.perf_counter() - t0, time.process_time() - c0
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    shapes = functools.partial(data.shapes_classification, batch_size=64, image_size=16, num_classes=4)
+    vit = ViT(ViTConfig.tiny16(num_classes=4), rngs=nnx.Rngs(seed))
+    fit(vit, shapes, steps=steps, loss_fn=lambda m, b: cross_entropy(m(b["images"]), b["labels"]),
+        learning_rate=3e-3, seed=seed, progress=False)
+    held = data.shapes_classification(jax.random.key(10_000 + seed), batch_size=1024, image_size=16, num_classes=4)
+    results["vit_shapes_accuracy"] = float(accuracy(vit(held["images"]), held["labels"]))
+    results["vit_wall_s"], results["vit_cpu_s"] = time.perf_counter() - t0, time.process_time() - c0
+    if print_fn is not None:
+        print_fn(f"LMConfig.tiny() induction (copied half), {steps} steps B=16: accuracy "
+                 f"{results['lm_induction_accuracy']:.3f}  ({results['lm_wall_s']:.1f} s wall, "
+                 f"{results['lm_cpu_s']:.1f} s CPU)")
+        print_fn(f"ViTConfig.tiny16() shapes (4 classes), {steps} steps B=64: accuracy "
+                 f"{results['vit_shapes_accuracy']:.3f}  ({results['vit_wall_s']:.1f} s wall, "
+                 f"{results['vit_cpu_s']:.1f} s CPU)")
+    return results
