@@ -77,7 +77,7 @@ class LessonInfo:
     title: str
     shows: str
     quick_seconds: float
-    """Quick-mode wall time measured on a 2-core CPU (see the lesson's docstring)."""
+    """Quick-mode wall time in seconds, as measured when the lesson was last tuned (2-core CPU)."""
     variant: bool = False
     """Whether --variant changes the attention under study."""
 
@@ -175,13 +175,13 @@ def format_summary(record: dict) -> str:
 # ------------------------------------------------------------------------ registry
 for _info in [
     LessonInfo("attention-basics", "01_attention_basics.py", "Attention from scratch",
-               "maps on associative recall; why 1/sqrt(d); permutation equivariance", 30),
+               "maps on associative recall; why 1/sqrt(d); permutation equivariance", 19),
     LessonInfo("positions", "02_positions.py", "Where am I? Positional information",
-               "no positions -> order-blind; sinusoidal/learned/RoPE/ALiBi fix it; RoPE is relative", 40),
+               "no positions -> order-blind; sinusoidal/learned/RoPE/ALiBi fix it; RoPE is relative", 48),
     LessonInfo("heads", "03_heads.py", "Heads specialise, and many can go",
                "previous-token and induction heads; head importance and pruning curves", 45, variant=True),
     LessonInfo("rank-collapse", "04_rank_collapse.py", "Rank collapse in pure attention",
-               "attention-only stacks lose rank doubly exponentially; skips fix it", 20),
+               "attention-only stacks lose rank doubly exponentially; skips fix it", 11),
     LessonInfo("entropy-collapse", "05_entropy_collapse.py", "Entropy collapse at high learning rate",
                "logits explode, entropy -> 0, training fails; QK-LayerNorm fixes it", 45, variant=True),
     LessonInfo("attention-sinks", "06_attention_sinks.py", "Attention sinks",
