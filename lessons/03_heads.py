@@ -397,7 +397,7 @@ def pruning_part(result: LessonResult, rows: dict, quick: bool, seed: int, out_d
     layers = 2 if quick else 4
     for name, config in rows.items():
         model = train_classifier(layers, get_variant(config), seed, steps=CLS_STEPS)
-        study = pruning_study(model, seed, num_random=5 if quick else 10, eval_size=500 if quick else 2000)
+        study = pruning_study(model, seed, num_random=5 if quick else 8, eval_size=500 if quick else 1000)
         result.metrics[f"{name}: pruning ({layers} layers)"] = row = _pruning_row(study)
         if name != "vanilla":
             continue
@@ -412,14 +412,14 @@ def pruning_part(result: LessonResult, rows: dict, quick: bool, seed: int, out_d
                      "(|accuracy - that class's share| < 0.01)", min(abs(no_heads - share), abs(no_heads - 1 + share)),
                      "<", 0.01)
         sim = study["similarity"]
-        result.claim("adjacent_layers_alike", "adjacent layers' maps are closer (JS) for the same input than for "
-                     "another input (worst ratio over layer pairs < 1)",
-                     float((sim["adjacent js"] / sim["adjacent js, other input"]).max()), "<", 1.0)
         if layers >= 4:
             result.claim("deeper_layers_more_alike", "JS(last two layers) < JS(first two layers) (deeper layers "
                          "attend alike; PHENOMENA 8)", float(sim["adjacent js"][-1] / sim["adjacent js"][0]), "<", 1.0)
         result.notes.append("AUC over the whole range is not claimed: at this scale the one-shot ranking's tail "
                             "(one head left) is often worse than random orders; compare the AUC metrics.")
+        result.notes.append("Adjacent-layer likeness is measured, not claimed: JS between adjacent layers is small, "
+                            "but about as small against the next layer's maps on another input (metrics 'JS(Li, "
+                            "Li+1), other input'), so most of it is shared positional structure.")
         plots.pruning_curves(study["fractions"], dict(study["curves"]), chance=row["majority class"],
                              title=f"Pruning heads without retraining ({layers} layers x {HEADS_CLS} heads)",
                              save=out_dir / "pruning_curves.png")

@@ -175,11 +175,11 @@ def format_summary(record: dict) -> str:
 # ------------------------------------------------------------------------ registry
 for _info in [
     LessonInfo("attention-basics", "01_attention_basics.py", "Attention from scratch",
-               "maps on associative recall; why 1/sqrt(d); permutation equivariance", 19),
+               "maps on associative recall; why 1/sqrt(d); permutation equivariance", 15),
     LessonInfo("positions", "02_positions.py", "Where am I? Positional information",
-               "no positions -> order-blind; sinusoidal/learned/RoPE/ALiBi fix it; RoPE is relative", 48),
+               "no positions -> order-blind; sinusoidal/learned/RoPE/ALiBi fix it; RoPE is relative", 25),
     LessonInfo("heads", "03_heads.py", "Heads specialise, and many can go",
-               "previous-token and induction heads; head importance and pruning curves", 45, variant=True),
+               "previous-token and induction heads; head importance and pruning curves", 40, variant=True),
     LessonInfo("rank-collapse", "04_rank_collapse.py", "Rank collapse in pure attention",
                "attention-only stacks lose rank doubly exponentially; skips fix it", 11),
     LessonInfo("entropy-collapse", "05_entropy_collapse.py", "Entropy collapse at high learning rate",
