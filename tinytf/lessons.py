@@ -185,7 +185,7 @@ for _info in [
     LessonInfo("entropy-collapse", "05_entropy_collapse.py", "Entropy collapse at high learning rate",
                "logits explode, entropy -> 0, training fails; QK-LayerNorm and sigma-Reparam fix it", 40, variant=True),
     LessonInfo("attention-sinks", "06_attention_sinks.py", "Attention sinks",
-               "the first token soaks up attention; softmax1, sink logits, gates, sigmoid; StreamingLLM", 50,
+               "the first token soaks up attention; softmax1, sink logits, gates, sigmoid; StreamingLLM", 40,
                variant=True),
     LessonInfo("dilution", "07_dilution.py", "Attention dilution in long contexts",
                "needle mass falls with length; SSMax, log-n scaling and top-k keep it; a window loses far needles", 25, variant=True),
