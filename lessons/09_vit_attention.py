@@ -38,7 +38,6 @@ import functools
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from matplotlib.figure import Figure
@@ -201,14 +200,16 @@ def measure(model, test, seed: int) -> tuple[dict[str, float], dict[str, np.ndar
 
 
 # %% [markdown]
-# ## Reproduce: raw attention degrades with depth, rollout does not
+# ## Reproduce: at 4 layers raw attention misleads, rollout does not
 # In both models rollout and |grad x input| find the patches the prediction depends on
 # (AOPC well above deleting at random), and rollout's top patches are the shape's
-# (precision@k). Raw last-layer attention is a fair explanation at 2 layers but not at 4:
-# it points at the shape less often, deleting its top patches hurts less than deleting
-# rollout's, and its ranking barely agrees with the gradient's (Kendall tau, Jain &
-# Wallace's test; PHENOMENA section 7 proposes tau < 0.3). The fix is not to read one
-# layer: rollout follows the information through all layers (Abnar & Zuidema).
+# (precision@k). Raw last-layer attention is a fair explanation at 2 layers. At 4 layers
+# the class token's last layer may look at empty patches, which by then carry mixed-in
+# information: raw attention's top patches are less often the shape's, deleting them
+# hurts less than deleting rollout's, and its ranking agrees with the gradient's much
+# less than rollout's does (Kendall tau: Jain & Wallace's test, Abnar & Zuidema's
+# comparison). The fix is not to read one layer: rollout follows the information
+# through all of them.
 
 # %%
 def claims(result: LessonResult, runs: dict[str, list[dict[str, float]]]) -> None:
@@ -228,11 +229,9 @@ def claims(result: LessonResult, runs: dict[str, list[dict[str, float]]]) -> Non
                  min(r["AOPC rollout"] - r["AOPC raw attention"] for r in deep), ">", 0.05)
     result.claim("4L_rollout_more_plausible_than_raw", "4 layers: precision@k(rollout) > precision@k(raw) + 0.2",
                  min(r["precision@k rollout"] - r["precision@k raw attention"] for r in deep), ">", 0.2)
-    result.claim("raw_less_plausible_with_depth", "precision@k(raw attention): 4 layers < 2 layers - 0.05",
-                 min(a["precision@k raw attention"] - b["precision@k raw attention"] for a, b in zip(shallow, deep)),
-                 ">", 0.05)
-    result.claim("4L_raw_vs_gradient_weak", "4 layers: Kendall tau(raw attention, |grad x input|) < 0.3",
-                 max(r["tau raw attention vs |grad x input|"] for r in deep), "<", 0.3)
+    result.claim("4L_rollout_agrees_with_gradient", "4 layers: Kendall tau(rollout, |grad x input|) > "
+                 "tau(raw attention, |grad x input|) + 0.1", min(r["tau rollout vs |grad x input|"]
+                 - r["tau raw attention vs |grad x input|"] for r in deep), ">", 0.1)
 
 
 # %% [markdown]
@@ -250,16 +249,18 @@ def register_notes(result: LessonResult) -> None:
     plain, regs = result.metrics["2 layers"], result.metrics["2 layers + 4 registers"]
     share = "share of patch tokens > 2x median norm"
     found = "no" if max(plain[share], regs[share]) < 0.01 else "some"
+    ratio = "patch norm max / median"
     result.notes.append(
-        f"Registers: {found} high-norm outlier tokens at this scale (share of patch tokens above 2x the median norm "
-        f"{plain[share]:.3f} without registers, {regs[share]:.3f} with; max/median {plain['patch norm max / median']:.2f}"
-        f" vs {regs['patch norm max / median']:.2f}); Darcet et al. report them in large, long-trained ViTs.")
-    last = f"layer {CONFIGS['2 layers'].num_layers - 1}"
+        f"Registers: {found} high-norm outlier tokens at this scale (share of patch tokens above 2x the median "
+        f"norm {plain[share]:.3f} without registers, {regs[share]:.3f} with; max/median {plain[ratio]:.2f} vs "
+        f"{regs[ratio]:.2f}); Darcet et al. report them in large, long-trained ViTs.")
+    first, last = "layer 0: ", f"layer {CONFIGS['2 layers'].num_layers - 1}: "
     result.notes.append(
-        f"Attention to the 4 registers (uniform share 4/21 = 0.19): layer 0 CLS {regs['layer 0: CLS attn on registers']:.2f},"
-        f" patches {regs['layer 0: patch attn on registers']:.2f}; last layer CLS {regs[last + ': CLS attn on registers']:.2f}"
-        f". Do registers make raw attention maps cleaner (Darcet et al.)? precision@k of raw attention "
-        f"{plain['precision@k raw attention']:.2f} without vs {regs['precision@k raw attention']:.2f} with registers.")
+        f"Attention to the 4 registers (uniform share 4/21 = 0.19): layer 0 CLS "
+        f"{regs[first + 'CLS attn on registers']:.2f}, patches {regs[first + 'patch attn on registers']:.2f}; "
+        f"last layer CLS {regs[last + 'CLS attn on registers']:.2f}. Do registers make raw attention maps cleaner "
+        f"(Darcet et al.)? precision@k of raw attention {plain['precision@k raw attention']:.2f} without vs "
+        f"{regs['precision@k raw attention']:.2f} with registers.")
 
 
 # %% [markdown]
@@ -308,7 +309,7 @@ def registers_figure(norms: dict[str, np.ndarray], metrics: dict[str, dict[str, 
     ax_h.set_yscale("log")
     ax_h.set_xlabel("patch-token norm / median (last block output)")
     ax_h.set_ylabel("number of tokens")
-    ax_h.set_title("No high-norm outlier tokens at this scale")
+    ax_h.set_title("Patch-token norms (Darcet et al.'s outliers: far right)")
     ax_h.legend(fontsize=8)
     keys = {"CLS attn on CLS": "CLS -> CLS", "patch attn on CLS": "patches -> CLS",
             "CLS attn on registers": "CLS -> registers", "patch attn on registers": "patches -> registers"}
@@ -334,7 +335,8 @@ def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/vit-atten
     out_dir.mkdir(parents=True, exist_ok=True)
     seeds = [seed] if quick else [seed, seed + 1, seed + 2]
     conditions = ["2 layers", "4 layers"] + ([] if quick else ["2 layers + 4 registers"])
-    test = shapes_classification(jax.random.key(10_000 + seed), batch_size=256 if quick else 1000, **DATA)
+    sample = jax.jit(functools.partial(shapes_classification, batch_size=256 if quick else 1000, **DATA))
+    test = sample(jax.random.key(10_000 + seed))
     result, runs, extras = LessonResult(), {}, {}
     for cond in conditions:
         runs[cond], extras[cond] = [], []
@@ -352,8 +354,13 @@ def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/vit-atten
         result.notes.append(f"{cond}: Kendall tau(raw attention, |grad x input|) = {tau:.2f}, {verdict}; AOPC raw "
                             f"{m['AOPC raw attention']:.3f}, rollout {m['AOPC rollout']:.3f}, grad x input "
                             f"{m['AOPC |grad x input|']:.3f}, random {m['AOPC random']:.3f}.")
-    result.notes.append("Not claimed: a faithfulness (AOPC) ranking of rollout over raw attention at 2 layers (the gap "
-                        "was below 0.05 at some of seeds 0-3), or any ranking of grad x input against the others.")
+    raw_p = [result.metrics[c]["precision@k raw attention"] for c in ("2 layers", "4 layers")]
+    result.notes.append(
+        f"Not claimed: that raw attention's precision@k falls with depth (here {raw_p[0]:.2f} at 2 layers, "
+        f"{raw_p[1]:.2f} at 4; the margin was thin at seeds 0-3 and failed on one of them with 400 steps); an AOPC "
+        "ranking of rollout over raw attention at 2 layers (gap below 0.05 at some of seeds 0-3); PHENOMENA's "
+        "absolute tau(raw, grad x input) < 0.3 at 4 layers (at the threshold on one of seeds 0-3, so the claim "
+        "compares with rollout instead); any ranking of grad x input against the others.")
     for cond in ("2 layers", "4 layers"):
         name = cond.replace(" ", "")
         first = extras[cond][0]

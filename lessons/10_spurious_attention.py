@@ -29,7 +29,7 @@
 #
 # $$ a_{\text{wm}} = \frac{1}{N}\sum_{h=1}^{N} A^{(L,h)}_{\text{CLS},\,\text{wm}}, \qquad \text{uniform share} = 1/17, $$
 #
-# averaged over test images that carry the watermark, plus attention rollout's share
+# averaged over the flipped test images that carry the watermark, plus attention rollout's share
 # (Abnar & Zuidema 2020; CLS row, patch columns renormalised: uniform = 1/16).
 
 # %%
@@ -105,14 +105,15 @@ def evaluate(model, sets: dict) -> dict[str, float]:
     last, roll = cls_maps(model, sets["flipped"]["images"])
     on_wm = last[marked, :, WM_TOKEN]  # (b, N)
     out["CLS attn on wm (head mean)"] = float(on_wm.mean())
-    out["CLS attn on wm (max head)"] = float(on_wm.mean(0).max())
+    for h, v in enumerate(on_wm.mean(0)):  # per head: some heads lock onto the watermark, others do not
+        out[f"CLS attn on wm, head {h}"] = float(v)
     out["rollout share on wm"] = float(roll[marked, WM_TOKEN - 1 - CONFIG.num_registers].mean())
     return out
 
 
 # %% [markdown]
 # ## Reproduce: the baseline reads the watermark, not the bar
-# Trained on 98%-correlated data the model is right 98% of the time on iid data — exactly
+# Trained on 98%-correlated data the model is right about 98% of the time on iid data —
 # the rate at which the watermark agrees with the label. On flipped data it is almost
 # always wrong, without a watermark it guesses, and its class token looks at the
 # watermark patch (PHENOMENA's proposals: flipped accuracy < 0.2, attention > 0.3 = 5x
@@ -150,7 +151,8 @@ def claim_fix(result: LessonResult, m: dict[str, list[float]]) -> None:
 # 2% of "wrong-watermark" examples count 25x, the rest about 0.5x (importance weighting;
 # Sagawa et al. 2020 study it next to Group DRO). In the prototype this needed more
 # steps than a quick run allows (PHENOMENA section 9), so it runs only with
-# `quick=False`, with 5x the steps, and is reported, not claimed.
+# `quick=False`, with 5x the steps, and is reported, not claimed. When it works, compare
+# its accuracy with its attention map: does attending to a patch mean relying on it?
 
 # %%
 def reweighted_loss(model, batch, p=0.98):
@@ -215,7 +217,8 @@ def attention_figure(models: dict[str, ViT], images, bars, path: Path) -> None:
     fig.savefig(path)
 
 
-def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/spurious-attention", variant=None) -> LessonResult:
+def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/spurious-attention",
+        variant=None) -> LessonResult:
     """Train baseline and decorrelated ViTs (1 seed quick, 3 full), measure, claim, draw."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -236,18 +239,28 @@ def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/spurious-
     claim_fix(result, per_seed["decorrelated (fix)"])
     if not quick:
         cond = f"group re-weighting ({5 * STEPS} steps)"
-        result.metrics[cond] = evaluate(train("correlated", seed, 5 * STEPS, reweighted_loss), sets)
-    result.notes.append("The baseline's attention is spread unevenly over heads: in the last layer some heads put "
-                        "~all of the class token's attention on the watermark, others none, so the head mean moves "
-                        "in steps of ~0.25 from seed to seed (max head: "
-                        f"{result.metrics['baseline (98% correlated)']['CLS attn on wm (max head)']:.2f}).")
+        models[cond] = train("correlated", seed, 5 * STEPS, reweighted_loss)
+        result.metrics[cond] = evaluate(models[cond], sets)
+    base = per_seed["baseline (98% correlated)"]
+    heads = np.array([base[f"CLS attn on wm, head {h}"] for h in range(CONFIG.num_heads)]).T  # (seeds, N)
+    result.notes.append("Baseline, last-layer CLS attention on the watermark per head (rows = seeds): "
+                        + "; ".join(" ".join(f"{v:.2f}" for v in row) for row in heads)
+                        + " (the head mean is what the claims use).")
     if quick:
         result.notes.append("Group re-weighting is run only in full mode (it needs more steps than quick mode has).")
+    else:
+        rw = result.metrics[cond]
+        result.notes.append(f"Group re-weighting, {5 * STEPS} steps, 1 seed: flipped accuracy {rw['acc flipped']:.2f}, "
+                            f"no-watermark accuracy {rw['acc no watermark']:.2f}, CLS attention on the watermark "
+                            f"{rw['CLS attn on wm (head mean)']:.2f} (reported, not claimed).")
+        if rw["acc flipped"] > 0.9 and rw["CLS attn on wm (head mean)"] > 0.3:
+            result.notes.append("The re-weighted model no longer relies on the watermark, yet its class token still "
+                                "attends to it: attention on a patch is not proof that the prediction uses it.")
     accuracy_figure(result.metrics, out_dir / "accuracy.png")
     flipped = sets["flipped"]
     pick = np.flatnonzero(np.asarray(flipped["watermark"]))[:4]  # 4 images that carry the watermark
     examples = flipped["images"][pick]
-    attention_figure({c: models[c] for c in TRAIN_MODES}, examples, flipped["masks"][pick],
+    attention_figure(models, examples, flipped["masks"][pick],
                      out_dir / "attention_maps.png")
     for cond, name in zip(TRAIN_MODES, ("baseline", "decorrelated")):
         cls = cls_maps(models[cond], examples)[0][0].mean(0)[1 + CONFIG.num_registers:]  # (P,) first example
