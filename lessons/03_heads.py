@@ -50,8 +50,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from tinytf import data, plots
-from tinytf.diagnostics import (cross_layer_similarity, head_gates, head_importance, js_divergence, pruning_curve,
-                               set_head_mask)
+from tinytf.diagnostics import cross_layer_similarity, head_importance, js_divergence, pruning_curve
 from tinytf.lessons import LessonResult, main_for
 from tinytf.nn import Block, Encoder, LearnedPositions, Linear, capture_attention
 from tinytf.train import accuracy, cross_entropy, fit
@@ -196,9 +195,8 @@ def _score_figure(scores: dict, path: Path) -> None:
 # (`tinytf.nn.Encoder`) with learned positions reads its answer at CLS. Then, without
 # retraining, heads are removed (`HeadGate` set to 0) in these orders: least important first
 # by the importance estimated once ("one-shot"); least important first, re-estimated after
-# every removal ("iterative", as Michel et al. do; once with `pruning_curve`'s own
-# normalisation, once normalising each layer over its remaining heads only); most important
-# first; and random (mean of several orders). The claims use the "plateau": the largest
+# every removal ("iterative", as Michel et al. do, normalising each layer over the heads it
+# still has); most important first; and random (mean of several orders). The claims use the "plateau": the largest
 # fraction pruned with accuracy still within 0.02 of the full model.
 
 # %%
@@ -246,34 +244,6 @@ def _accuracy_fn(model, test):
     return lambda m: float(run(nnx.state(m), test["tokens"], test["label"]))
 
 
-def renormalised_iterative_order(model, batches) -> list:
-    """Greedy pruning order, re-estimating importance after each removal and normalising every
-    layer over its *remaining* heads only.
-
-    `pruning_curve(..., "iterative")` normalises over all heads of a layer, pruned ones included;
-    a pruned head's gradient (the effect of putting it back) can be large, which shrinks the
-    scores of its layer's survivors until the layer is emptied. Restores the gates afterwards.
-    """
-    saved = head_gates(model)
-    names = list(saved)
-    alive = {n: np.ones(np.size(saved[n]), np.float32) for n in names}
-    order = []
-    for _ in range(sum(a.size for a in alive.values())):
-        set_head_mask(model, alive)
-        raw = head_importance(model, per_example_loss, batches, normalize=False)
-        best = None
-        for n in names:
-            v = np.asarray(raw[n]) * alive[n]
-            v = v / max(float(np.sqrt((v**2).sum())), 1e-12)  # l2 over the remaining heads
-            for h in np.flatnonzero(alive[n]):
-                if best is None or v[h] < best[0]:
-                    best = (v[h], n, int(h))
-        order.append(best[1:])
-        alive[best[1]][best[2]] = 0.0
-    set_head_mask(model, saved)
-    return order
-
-
 def plateau(fractions, y, full: float, tol: float = 0.02) -> float:
     """Largest fraction pruned up to which accuracy stays >= full - tol at every step."""
     ok = np.asarray(y) >= full - tol
@@ -302,8 +272,6 @@ def pruning_study(model, seed: int, num_random: int, eval_size: int) -> dict:
         "importance, one-shot": pruning_curve(model, eval_fn, "importance", fractions, importance=importance),
         "importance, iterative": pruning_curve(model, eval_fn, "iterative", fractions, loss_fn=per_example_loss,
                                                batches=batches),
-        "importance, iterative (renormalised)": pruning_curve(model, eval_fn,
-                                                              renormalised_iterative_order(model, batches), fractions),
         "reverse (most important first)": pruning_curve(model, eval_fn, "reverse", fractions, importance=importance),
         "random order": pruning_curve(model, eval_fn, "random", fractions, num_random=num_random, seed=seed,
                                       return_all=True),
@@ -468,9 +436,9 @@ def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/heads", v
 # - Michel et al.'s importance ranks heads well enough to remove most of them with no loss, and
 #   it outlasts random orders. It is a first-order estimate made on the full model: its choice
 #   of the *last* heads to keep is often poor, so do not trust the tail of the curve.
-# - Re-estimating importance as heads go only helps if each layer is normalised over the heads
-#   it still has: `pruning_curve(..., "iterative")` also counts pruned heads, whose "put me
-#   back" gradients can push a layer's survivors out (compare the two iterative curves).
+# - Re-estimating importance as heads go (`pruning_curve(..., "iterative")`) only helps if each
+#   layer is normalised over the heads it still has: a pruned head's "put me back" gradient can
+#   be large, and counting it pushes its layer's survivors out until the layer is empty.
 # - Adjacent layers attend alike (small JS), and in 4 layers (full mode) the deeper pair is
 #   the most alike, but at 2 layers most of that likeness is shared positional structure: the
 #   same comparison on another input is barely larger.

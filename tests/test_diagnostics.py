@@ -481,6 +481,45 @@ def test_pruning_curves_all_strategies():
         dg.pruning_curve(model, eval_fn, "best", fractions, gate_type=HeadGate)
 
 
+def test_iterative_pruning_renormalises_over_surviving_heads():
+    """One head per step: the curve equals a greedy reference that re-scores with finite differences
+    and normalises each layer over its surviving heads only (pruned heads never count)."""
+    model, batches = TinyModel(seed=7), make_batches(seed=8)  # a model where the two normalisations disagree
+    x, y = batches[0]
+
+    def eval_fn(m):
+        return float(-per_example_loss(m, (x, y)).mean())
+
+    names = list(dg.head_gates(model, gate_type=HeadGate))
+    alive = {n: np.ones(3, np.float32) for n in names}
+    order = []
+    for _ in range(6):
+        raw = {}
+        for n in names:  # E|dL/dxi| by central differences of the per-example loss
+            raw[n] = np.zeros(3)
+            for h in range(3):
+                diffs = []
+                for b in batches:
+                    per = []
+                    for eps in (1e-3, -1e-3):
+                        g = {k: v.copy() for k, v in alive.items()}
+                        g[n][h] += eps
+                        dg.set_head_mask(model, g, gate_type=HeadGate)
+                        per.append(np.asarray(per_example_loss(model, b), np.float64))
+                    diffs.append(np.abs(per[0] - per[1]) / 2e-3)
+                raw[n][h] = np.concatenate(diffs).mean()
+        best = min(((raw[n][h] * alive[n][h] / np.linalg.norm(raw[n] * alive[n]), n, h)
+                    for n in names for h in range(3) if alive[n][h]))
+        order.append(best[1:])
+        alive[best[1]][best[2]] = 0.0
+    dg.set_head_mask(model, {n: np.ones(3, np.float32) for n in names}, gate_type=HeadGate)
+    fractions = [k / 6 for k in range(7)]
+    got = dg.pruning_curve(model, eval_fn, "iterative", fractions, loss_fn=per_example_loss, batches=batches,
+                           gate_type=HeadGate)
+    want = dg.pruning_curve(model, eval_fn, order, fractions, gate_type=HeadGate)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
 def test_importance_order_least_important_first():
     order = dg.importance_order({"a": np.array([0.5, 0.1]), "b": np.array([0.3])})
     assert order == [("a", 1), ("b", 0), ("a", 0)]

@@ -240,7 +240,8 @@ def pruning_curve(model, eval_fn: Callable, strategy, fractions: Sequence[float]
       "reverse"    — most important first;
       "random"     — mean over `num_random` random orders;
       "iterative"  — re-estimate importance on the currently pruned model before
-                     each step of `fractions` (Michel et al. prune ~10% per step);
+                     each step of `fractions` (Michel et al. prune ~10% per step),
+                     normalised per layer over the surviving heads only;
       or an explicit sequence of (layer, head) pairs.
     The model's gates are restored afterwards.
 
@@ -264,10 +265,10 @@ def pruning_curve(model, eval_fn: Callable, strategy, fractions: Sequence[float]
     saved = head_gates(model, gate_type=gt)
     fractions = [float(f) for f in fractions]
 
-    def estimate():
+    def estimate(normalize: bool = True):
         if loss_fn is None or batches is None:
             raise ValueError(f"strategy={strategy!r} needs importance= or both loss_fn= and batches=")
-        return head_importance(model, loss_fn, batches, gate_type=gt)
+        return head_importance(model, loss_fn, batches, normalize=normalize, gate_type=gt)
 
     def curve(order):
         values = []
@@ -295,7 +296,12 @@ def pruning_curve(model, eval_fn: Callable, strategy, fractions: Sequence[float]
 
 
 def _iterative_curve(model, eval_fn, fractions, estimate, gate_type) -> np.ndarray:
-    """Prune greedily: at each fraction, re-score the surviving heads and drop the weakest."""
+    """Prune greedily: at each fraction, re-score the surviving heads and drop the weakest.
+
+    Each re-estimate is normalised per layer over that layer's *surviving* heads only: a pruned
+    head's gradient (the effect of putting it back) can be large, and counting it would shrink
+    its layer's survivors until the layer is emptied.
+    """
     if fractions != sorted(fractions):
         raise ValueError(f"fractions {fractions} must be sorted ascending for strategy='iterative'")
     set_head_mask(model, {n: jnp.ones_like(v) for n, v in head_gates(model, gate_type=gate_type).items()},
@@ -306,7 +312,14 @@ def _iterative_curve(model, eval_fn, fractions, estimate, gate_type) -> np.ndarr
     for f in fractions:
         k = int(round(f * total))
         if k > len(pruned):
-            order = [h for h in importance_order(estimate()) if h not in pruned]
+            alive = _masks_for(model, pruned, gate_type)
+            raw = estimate(normalize=False)
+            scores = {}
+            for name, v in raw.items():
+                v = np.asarray(v, np.float64).reshape(-1) * alive[name].reshape(-1)
+                norm = np.sqrt((v**2).sum())
+                scores[name] = np.where(alive[name].reshape(-1) > 0, v / norm if norm > 0 else v, np.inf)
+            order = [h for h in importance_order(scores) if h not in pruned]
             pruned += order[: k - len(pruned)]
             set_head_mask(model, _masks_for(model, pruned, gate_type), gate_type=gate_type)
         values.append(float(eval_fn(model)))
