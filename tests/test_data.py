@@ -41,6 +41,9 @@ CONFIGS = {
     "shapes_noisy": ("shapes_classification", dict(batch_size=8, image_size=16, channels=1, noise=0.1, clutter=4)),
     "detection": ("shapes_detection", dict(batch_size=24, image_size=64, max_objects=5, num_classes=5)),
     "detection_grid": ("shapes_detection", dict(batch_size=6, max_objects=4, min_objects=4, overlap=False)),
+    "featmap": ("feature_map_detection", dict(batch_size=200, grid=8, max_objects=3, num_classes=3)),
+    "featmap_clean": ("feature_map_detection", dict(batch_size=50, grid=5, max_objects=25, min_objects=25,
+                                                    num_classes=2, noise=0.0)),
 }
 for _mode in data.WATERMARK_MODES:
     CONFIGS[f"wm_shapes_{_mode}"] = ("shapes_classification", dict(
@@ -53,7 +56,7 @@ for _mode in data.WATERMARK_MODES:
 # XLA reuse identical random draws).
 GROUPS = {
     "sequences": ["copy", "copy_bos", "recall", "needle", "needle_2048", "bb", "counting", "counting_masked"],
-    "images": ["shapes", "shapes_clean", "shapes_noisy", "detection", "detection_grid"],
+    "images": ["shapes", "shapes_clean", "shapes_noisy", "detection", "detection_grid", "featmap", "featmap_clean"],
     "watermarks": [name for name in CONFIGS if name.startswith("wm_")],
 }
 
@@ -90,7 +93,7 @@ def _config(name, key_index=0):
 
 
 @pytest.mark.parametrize("name", ["copy", "recall", "needle", "bb", "counting_masked", "shapes", "detection",
-                                  "wm_bars_correlated"])
+                                  "wm_bars_correlated", "featmap"])
 def test_generator_is_deterministic_and_jittable(name):
     a, c = _config(name, 0), _config(name, 1)
     b = _generate(name, KEY0)  # a second call with the same key
@@ -593,3 +596,49 @@ def test_data_imports_nothing_above_its_layer():
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             for name in names:
                 assert not name.startswith(forbidden), f"{path.name} imports {name}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Synthetic DETR feature maps
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["featmap", "featmap_clean"])
+def test_feature_map_objects_sit_in_their_cells(name):
+    b, kw = _config(name), CONFIGS[name][1]
+    g, C, M = kw["grid"], kw["num_classes"], kw["max_objects"]
+    B = kw["batch_size"]
+    assert b["features"].shape == (B, g, g, C + 1) and b["labels"].shape == (B, M) and b["boxes"].shape == (B, M, 4)
+    clean = b["features"].reshape(B, g * g, C + 1).argmax(-1)  # the class each cell shows
+    for i in range(B):
+        n = int(b["num_objects"][i])
+        assert b["valid"][i].tolist() == [True] * n + [False] * (M - n)
+        cells = b["cells"][i, :n]
+        assert len(set(cells.tolist())) == n and (b["cells"][i, n:] == -1).all() and (b["labels"][i, n:] == -1).all()
+        np.testing.assert_array_equal(clean[i, cells], b["labels"][i, :n])  # the feature says the class
+        background = np.setdiff1d(np.arange(g * g), cells)
+        assert (clean[i, background] == C).all()
+        row, col = np.divmod(cells, g)  # the box is the cell, normalised
+        np.testing.assert_allclose(b["boxes"][i, :n], np.stack([(col + 0.5) / g, (row + 0.5) / g,
+                                                               np.full(n, 1 / g), np.full(n, 1 / g)], -1), atol=1e-6)
+        assert (b["boxes"][i, n:] == 0).all()
+    if kw.get("noise", 0.1) == 0.0:
+        assert set(np.unique(b["features"]).tolist()) == {0.0, 1.0}
+    else:  # noise of the requested size around the one-hot code
+        resid = b["features"] - np.eye(C + 1)[clean.reshape(B, g, g)]
+        assert abs(resid.std() - kw.get("noise", 0.1)) < 0.01
+
+
+def test_feature_map_object_counts_and_cells_are_uniform():
+    b = _config("featmap")
+    counts = np.bincount(b["num_objects"], minlength=4)
+    assert counts[0] == 0 and all(counts[k] > 40 for k in (1, 2, 3))  # U[1, 3] over 200 maps
+    cells = b["cells"][b["valid"]]
+    assert cells.min() >= 0 and cells.max() < 64 and len(np.unique(cells)) > 55
+
+
+def test_feature_map_bad_arguments():
+    with pytest.raises(ValueError, match="max_objects"):
+        data.feature_map_detection(KEY0, batch_size=2, grid=2, max_objects=5)
+    with pytest.raises(ValueError, match="noise"):
+        data.feature_map_detection(KEY0, batch_size=2, noise=-1.0)

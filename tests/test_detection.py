@@ -707,3 +707,33 @@ def test_report_matcher_timing_against_scipy():
         np.testing.assert_array_equal(np.asarray(index)[b, cols], rows)
     print(f"\n32 x (100 x 10) matching: jax (jit, vmap) {1e3 * np.median(jax_times):.2f} ms, "
           f"scipy loop {1e3 * np.median(scipy_times):.2f} ms (median of 30)")
+
+
+def test_centre_recall_matches_a_python_loop():
+    rng = np.random.default_rng(0)
+    B, Q, M, C = 6, 5, 3, 3
+    logits = rng.normal(size=(B, Q, C + 1)) * 3
+    pred = rng.uniform(size=(B, Q, 4))
+    labels = rng.integers(0, C, size=(B, M))
+    boxes = rng.uniform(size=(B, M, 4))
+    pred[:, :M, :2] = boxes[:, :, :2] + rng.uniform(-0.08, 0.08, size=(B, M, 2))  # some near misses, some hits
+    valid = rng.uniform(size=(B, M)) < 0.8
+    tol, min_score = 0.0625, 0.5
+    prob = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    hits = total = 0
+    for b in range(B):
+        for m in range(M):
+            if not valid[b, m]:
+                continue
+            total += 1
+            hits += any(prob[b, q, :C].max() >= min_score and prob[b, q, :C].argmax() == labels[b, m]
+                        and abs(pred[b, q, 0] - boxes[b, m, 0]) <= tol and abs(pred[b, q, 1] - boxes[b, m, 1]) <= tol
+                        for q in range(Q))
+    got = det.centre_recall({"logits": jnp.asarray(logits, jnp.float32), "boxes": jnp.asarray(pred, jnp.float32)},
+                            labels, jnp.asarray(boxes, jnp.float32), valid, tolerance=tol, min_score=min_score)
+    assert 0 < hits < total
+    assert float(got) == pytest.approx(hits / total)
+    with pytest.raises(ValueError, match="tolerance"):
+        det.centre_recall({"logits": logits, "boxes": pred}, labels, boxes, valid, tolerance=0.0)
+    with pytest.raises(ValueError, match=r"labels \(6, 3\), boxes \(6, 3, 2\)"):
+        det.centre_recall({"logits": logits, "boxes": pred}, labels, boxes[..., :2], valid, tolerance=tol)

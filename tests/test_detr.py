@@ -138,6 +138,26 @@ def test_without_spatial_encoding_identical_cells_get_uniform_maps():
     assert np.abs(with_pe - 1 / 64).max() > 1e-3  # the control: sine positions make cells differ
 
 
+def test_the_position_code_is_state_so_code_variants_share_one_program():
+    """spatial_pe / pe_temperature change the PositionCode variable, not the traced program, and the
+    code is not a Param (optimisers leave it alone)."""
+    cfgs = [SMALL.replace(feature_dim=5), SMALL.replace(feature_dim=5, spatial_pe="none"),
+            SMALL.replace(feature_dim=5, pe_temperature=20.0)]
+    models = [DETR(c, rngs=nnx.Rngs(0)) for c in cfgs]
+    np.testing.assert_allclose(models[0].pos_embed[...], sine_2d(8, 8, 16).reshape(64, 16), atol=1e-6)
+    assert not np.any(np.asarray(models[1].pos_embed[...]))
+    np.testing.assert_allclose(models[2].pos_embed[...], sine_2d(8, 8, 16, temperature=20.0).reshape(64, 16),
+                               atol=1e-6)
+    assert "pos_embed" not in nnx.state(models[0], nnx.Param)
+    x = jnp.ones((1, 8, 8, 5))
+
+    def program(model):
+        graphdef, state = nnx.split(model)
+        return str(jax.make_jaxpr(lambda s: nnx.merge(graphdef, s)(x)["boxes"])(state))
+
+    assert program(models[0]) == program(models[1]) == program(models[2])
+
+
 def test_conditional_queries_look_at_their_reference_points_from_the_start():
     """At init (lambda = 1, identity projections) layer 1's map on a blank image peaks at r_q's cell."""
     cfg = DETRConfig(conditional=True, num_queries=11, pe_temperature=20.0)

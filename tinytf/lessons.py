@@ -190,7 +190,7 @@ for _info in [
     LessonInfo("dilution", "07_dilution.py", "Attention dilution in long contexts",
                "needle mass falls with length; SSMax, log-n scaling and top-k keep it; a window loses far needles", 25, variant=True),
     LessonInfo("detr-queries", "08_detr_queries.py", "Why do all my DETR queries look alike?",
-               "undifferentiated query maps: no positions, symmetry, short training; the fixes", 50),
+               "undifferentiated query maps: no positions, symmetry, short training; the fixes", 50, variant=True),
     LessonInfo("vit-attention", "09_vit_attention.py", "What ViT attention maps can explain",
                "raw attention vs rollout vs gradients, by deletion curves", 45),
     LessonInfo("spurious-attention", "10_spurious_attention.py", "Attending to a watermark",

@@ -13,8 +13,8 @@ the configuration), so training data can be made inside a ``lax.scan`` training 
 Modules, in reading order:
 - ``sequences``: ``copy_task``, ``associative_recall``, ``needle_haystack``,
   ``make_bigram_backcopy_task`` / ``sample_bigram_backcopy``, ``counting_task``;
-- ``shapes``: ``shapes_classification``, ``shapes_detection``, ``bars_watermark`` and the
-  drawing/box helpers;
+- ``shapes``: ``shapes_classification``, ``shapes_detection``, ``bars_watermark``,
+  ``feature_map_detection`` (synthetic DETR feature grids) and the drawing/box helpers;
 - ``digits``: ``load_digits`` (scikit-learn's 8x8 digits, optional extra ``tinytf[data]``) and
   ``sample_batch``.
 """
@@ -39,6 +39,7 @@ from tinytf.data.shapes import (
     WATERMARK_MODES,
     bars_watermark,
     boxes_to_pixels,
+    feature_map_detection,
     masks_to_boxes,
     render_shape_masks,
     shapes_classification,
@@ -59,6 +60,7 @@ __all__ = [
     "boxes_to_pixels",
     "copy_task",
     "counting_task",
+    "feature_map_detection",
     "load_digits",
     "make_bigram_backcopy_task",
     "masks_to_boxes",

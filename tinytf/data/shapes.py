@@ -13,6 +13,8 @@ Read in order:
    2020): class labels, normalised (cx, cy, w, h) boxes, a validity mask.
 4. ``bars_watermark`` -- PHENOMENA section 9's harder toy: a horizontal vs vertical bar in
    heavy noise, plus the watermark.
+5. ``feature_map_detection`` -- PHENOMENA section 5's DETR toy: objects as one-hot cells of an
+   8x8 feature grid, with cell boxes as targets.
 
 Images are float32 in [0, 1], layout (B, H, W, C); configuration is keyword-only and static
 (close over it with ``functools.partial`` under jit).
@@ -452,3 +454,67 @@ def bars_watermark(key, *, batch_size: int, image_size: int = 16, bar_length: in
     if s:
         canvas = _stamp_watermark(canvas, flags, s)
     return {"images": _add_noise(ks[3], canvas, noise), "labels": labels, "masks": masks, "watermark": flags}
+
+
+# ----------------------------------------------------------------------------------------------
+# Synthetic feature maps for DETR (PHENOMENA section 5)
+# ----------------------------------------------------------------------------------------------
+
+
+def feature_map_detection(key, *, batch_size: int, grid: int = 8, max_objects: int = 3, min_objects: int = 1,
+                          num_classes: int = 3, noise: float = 0.1) -> dict[str, jax.Array]:
+    """What a backbone would hand DETR, without the backbone: objects as cells of a feature grid.
+
+    Each (grid x grid) map holds n ~ U[min_objects, max_objects] objects at distinct random
+    cells, of random class. A cell's feature is the one-hot code of its class, with class
+    ``num_classes`` meaning "background", plus Gaussian noise: (B, g, g, num_classes + 1).
+    The content of a cell says *what* is there; *where* it is can only come from positions,
+    which is what makes this the isolated test of DETR's decoder (PHENOMENA section 5c).
+    Targets are DETR-style: the box of object k is its cell, (cx, cy, w, h) = ((j + 0.5)/g,
+    (i + 0.5)/g, 1/g, 1/g) for row i, column j, normalised to [0, 1].
+
+    Args:
+      key: a JAX random key.
+      batch_size: B.
+      grid: g, the side of the map (8 = a 64x64 image after 3 stride-2 convolutions).
+      max_objects: M (<= g * g), the padded number of object slots.
+      min_objects: smallest n (>= 0).
+      num_classes: C object classes.
+      noise: standard deviation of the Gaussian noise added to every feature.
+
+    Returns:
+      dict with ``features (B, g, g, C + 1) float32``, ``labels (B, M) int32`` (class in
+      [0, C), -1 for padding), ``boxes (B, M, 4) float32`` (zeros for padding), ``valid (B, M)
+      bool``, ``cells (B, M) int32`` (row-major cell index i * g + j; -1 for padding) and
+      ``num_objects (B,) int32``.
+    """
+    check_key(key)
+    batch_size = check_int("batch_size", batch_size, low=1)
+    grid = check_int("grid", grid, low=1)
+    max_objects = check_int("max_objects", max_objects, low=1, high=grid * grid)
+    min_objects = check_int("min_objects", min_objects, low=0, high=max_objects)
+    num_classes = check_int("num_classes", num_classes, low=1)
+    if not noise >= 0:
+        raise ValueError(f"noise must be >= 0, got {noise!r}")
+    B, M, g, C = batch_size, max_objects, grid, num_classes
+    ks = jax.random.split(key, 4)
+    num_objects = jax.random.randint(ks[0], (B,), min_objects, max_objects + 1, dtype=jnp.int32)
+    valid = jnp.arange(M)[None, :] < num_objects[:, None]  # (B, M)
+    kinds = jax.random.randint(ks[1], (B, M), 0, C, dtype=jnp.int32)
+    # distinct cells: the first M of a random permutation of the g*g cells (argsort of uniforms)
+    cells = jnp.argsort(jax.random.uniform(ks[2], (B, g * g)), axis=-1)[:, :M].astype(jnp.int32)  # (B, M)
+    cell_class = jnp.full((B, g * g), C, jnp.int32)  # background everywhere ...
+    cell_class = cell_class.at[jnp.arange(B)[:, None], jnp.where(valid, cells, g * g)].set(kinds, mode="drop")
+    features = jax.nn.one_hot(cell_class, C + 1, dtype=jnp.float32).reshape(B, g, g, C + 1)
+    features = features + noise * jax.random.normal(ks[3], features.shape)
+    row, col = cells // g, cells % g
+    boxes = jnp.stack([(col + 0.5) / g, (row + 0.5) / g, jnp.full(cells.shape, 1 / g), jnp.full(cells.shape, 1 / g)],
+                      axis=-1).astype(jnp.float32)  # (B, M, 4)
+    return {
+        "features": features,
+        "labels": jnp.where(valid, kinds, -1),
+        "boxes": jnp.where(valid[..., None], boxes, 0.0),
+        "valid": valid,
+        "cells": jnp.where(valid, cells, -1),
+        "num_objects": num_objects,
+    }

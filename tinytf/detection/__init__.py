@@ -22,9 +22,9 @@ carry label -1 and ``valid = False``; images are (height, width).
 from tinytf.detection.ap import coco_ap
 from tinytf.detection.boxes import (box_area, box_cxcywh_to_xyxy, box_iou, box_xyxy_to_cxcywh, denormalize_boxes,
                                     generalized_box_iou, normalize_boxes)
-from tinytf.detection.loss import detr_loss, postprocess
+from tinytf.detection.loss import centre_recall, detr_loss, postprocess
 from tinytf.detection.matching import hungarian_match, linear_sum_assignment, match_targets, matching_cost
 
 __all__ = ["box_area", "box_cxcywh_to_xyxy", "box_iou", "box_xyxy_to_cxcywh", "denormalize_boxes",
            "generalized_box_iou", "normalize_boxes", "linear_sum_assignment", "matching_cost", "match_targets",
-           "hungarian_match", "detr_loss", "postprocess", "coco_ap"]
+           "hungarian_match", "detr_loss", "postprocess", "centre_recall", "coco_ap"]

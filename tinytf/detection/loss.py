@@ -127,3 +127,35 @@ def postprocess(outputs: Mapping, image_size) -> tuple[jax.Array, jax.Array, jax
     return denormalize_boxes(box_cxcywh_to_xyxy(boxes), image_size), scores, labels
 
 
+
+
+def centre_recall(outputs: Mapping, labels, boxes, valid, *, tolerance: float, min_score: float = 0.5) -> jax.Array:
+    """Fraction of objects found by a confident query of the right class whose centre is close.
+
+    The detection metric of PHENOMENA section 5 for objects that are cells of a feature grid:
+    object k is recalled if some query's top real class is k's class with probability
+    >= ``min_score`` and its predicted centre is within ``tolerance`` of k's centre in both x
+    and y (half a cell: tolerance = 0.5 / grid). Duplicates are not penalised (AP does that).
+
+    Args:
+      outputs: {"logits": (B, Q, C+1), "boxes": (B, Q, 4) normalised cxcywh}.
+      labels: (B, M) int classes (-1 padding). boxes: (B, M, 4) cxcywh. valid: (B, M) bool.
+      tolerance: largest |dx| and |dy| of a hit, in normalised units.
+      min_score: smallest class probability of a detection.
+
+    Returns:
+      scalar: hits / number of valid objects.
+    """
+    logits, pred = jnp.asarray(outputs["logits"]), jnp.asarray(outputs["boxes"])
+    labels, boxes, valid = jnp.asarray(labels), jnp.asarray(boxes), jnp.asarray(valid, bool)
+    if labels.shape != valid.shape or boxes.shape != labels.shape + (4,) or logits.shape[0] != labels.shape[0]:
+        raise ValueError(f"labels {labels.shape}, boxes {boxes.shape}, valid {valid.shape} and logits "
+                         f"{logits.shape}: expected (B, M), (B, M, 4), (B, M) and (B, Q, C+1)")
+    if not tolerance > 0:
+        raise ValueError(f"tolerance must be > 0, got {tolerance!r}")
+    prob = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)[..., :-1]  # (B, Q, C)
+    score, label = prob.max(-1), prob.argmax(-1)  # (B, Q)
+    close = jnp.all(jnp.abs(pred[:, :, None, :2] - boxes[:, None, :, :2]) <= tolerance, axis=-1)  # (B, Q, M)
+    hit = close & (label[:, :, None] == labels[:, None, :]) & (score[:, :, None] >= min_score)
+    found = hit.any(1) & valid  # (B, M)
+    return found.sum() / jnp.maximum(valid.sum(), 1)

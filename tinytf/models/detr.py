@@ -235,6 +235,14 @@ def point_encoding(points: Array, dim: int, size: int, temperature: float = 1000
 # ---------------------------------------------------------------------------------------- DETR
 
 
+class PositionCode(nnx.Variable):
+    """A fixed positional code stored with the model: not a Param, so optimisers leave it alone.
+
+    Kept as state rather than a constant so that models differing only in their code (no
+    positions, another temperature) compile to the same program.
+    """
+
+
 class DETR(nnx.Module):
     """A small DETR. `__call__(images or features) -> {"logits", "boxes", "aux"}`.
 
@@ -274,17 +282,17 @@ class DETR(nnx.Module):
             # lambda(f): the diagonal transform of the spatial query, from layer 2 on (layer 1 uses 1)
             self.spatial_scale = nnx.List([MLP(D, D, activation="relu", rngs=rngs)
                                            for _ in range(cfg.decoder_layers - 1)])
+        s = cfg.feature_size
+        code = (jnp.zeros((s * s, D)) if cfg.spatial_pe == "none" else
+                sine_2d(s, s, D, temperature=cfg.pe_temperature, normalize=cfg.pe_normalize))
+        self.pos_embed = PositionCode(code)  # (h*w, D) 2-D sine code of the cells
         self.class_head = Linear(D, cfg.num_classes + 1, rngs=rngs)
         self.box_head = MLP(D, D, activation="relu", rngs=rngs)
         self.box_out = Linear(D, 4, rngs=rngs)
 
     def positional_encoding(self) -> Array:
         """(h*w, D) 2-D sine encoding of the feature cells (zeros when spatial_pe="none")."""
-        cfg = self.cfg
-        s = cfg.feature_size
-        if cfg.spatial_pe == "none":
-            return jnp.zeros((s * s, cfg.d_model))
-        return sine_2d(s, s, cfg.d_model, temperature=cfg.pe_temperature, normalize=cfg.pe_normalize)
+        return self.pos_embed[...]
 
     def features(self, inputs: Array) -> Array:
         """Images (B, 64, 64, 3) or feature maps (B, h, w, F) -> projected tokens (B, h*w, D)."""

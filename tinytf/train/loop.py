@@ -160,7 +160,13 @@ def _make_chunk(graphdef, wrt, tx, schedule, loss_fn, data, kind, buffer_len, ba
 
     def chunk(state, key, start, n, batches):
         batch0 = jax.eval_shape(get_batch, key, start, 0, batches)
-        out_shapes = jax.eval_shape(one_step, state, batch0, start)[1]
+        # the shapes of one step's outputs, from the forward pass alone (tracing the backward
+        # pass twice would double the trace time of every fit call)
+        metrics = jax.eval_shape(loss_of, state[0], state[1], batch0)[1][0]
+        scalar = jax.ShapeDtypeStruct((), jnp.float32)
+        out_shapes = {"loss": scalar, "grad_norm": scalar, **metrics}
+        if schedule is not None:
+            out_shapes["learning_rate"] = scalar
         buffers = jax.tree.map(lambda s: jnp.full((buffer_len, *s.shape), jnp.nan, s.dtype)
                                if jnp.issubdtype(s.dtype, jnp.floating)
                                else jnp.zeros((buffer_len, *s.shape), s.dtype), out_shapes)
