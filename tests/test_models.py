@@ -321,6 +321,8 @@ def test_patch_embed_equals_patchify_matmul():
     kernel = np.asarray(embed.proj.kernel[...]).reshape(75, 11)  # (p, p, C, D) -> (p*p*C, D)
     ref = patches @ kernel + np.asarray(embed.proj.bias[...])
     np.testing.assert_allclose(embed(jnp.asarray(x)), ref, atol=1e-5, rtol=1e-5)
+    conv = np.asarray(embed.proj(jnp.asarray(x))).reshape(2, 9, 11)  # the strided convolution itself
+    np.testing.assert_allclose(embed(jnp.asarray(x)), conv, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="not divisible by patch_size=5"):
         embed(jnp.zeros((1, 16, 15, 3)))
     with pytest.raises(ValueError, match="C=3"):

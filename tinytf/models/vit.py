@@ -35,8 +35,11 @@ Array = jax.Array
 class PatchEmbed(nnx.Module):
     """Cut (B, H, W, C) images into p x p patches and project each to D: (B, P, D), row-major.
 
-    A convolution with kernel = stride = p is exactly "flatten each patch (row, column,
-    channel order) and multiply by a (p*p*C, D) matrix", computed without the reshape.
+    Flatten each patch (row, column, channel order) and multiply by a (p*p*C, D) matrix: the
+    same numbers as a convolution with kernel = stride = p, whose (p, p, C, D) kernel `proj`
+    holds (an `nnx.Conv`, so checkpoints and initialisation are the convolution's). The matrix
+    product is used because XLA's CPU backend runs convolutions inside a compiled training loop
+    (`fit`'s `lax.while_loop`) many times slower than outside, while matrix products stay fast.
     """
 
     def __init__(self, patch_size: int, channels: int, d_model: int, *, rngs: nnx.Rngs):
@@ -49,11 +52,13 @@ class PatchEmbed(nnx.Module):
         p = self.patch_size
         if images.ndim != 4 or images.shape[-1] != self.channels:
             raise ValueError(f"images must have shape (B, H, W, C={self.channels}), got {images.shape}")
-        B, H, W, _ = images.shape
+        B, H, W, C = images.shape
         if H % p or W % p:
             raise ValueError(f"image size {H}x{W} is not divisible by patch_size={p}")
-        y = self.proj(images.astype(self.proj.kernel.dtype))  # (B, H/p, W/p, D)
-        return y.reshape(B, (H // p) * (W // p), y.shape[-1])  # (B, P, D), row-major
+        kernel = self.proj.kernel[...]  # (p, p, C, D)
+        x = images.astype(kernel.dtype).reshape(B, H // p, p, W // p, p, C)
+        x = x.transpose(0, 1, 3, 2, 4, 5).reshape(B, (H // p) * (W // p), p * p * C)  # (B, P, p*p*C) row-major
+        return x @ kernel.reshape(p * p * C, -1) + self.proj.bias[...]  # (B, P, D)
 
 
 # --------------------------------------------------------------------------- config
