@@ -149,8 +149,9 @@ def claim_failures(result: LessonResult, runs: dict, quick_steps: int) -> None:
 # 1. **Sine positions on the keys + learned query embeddings, trained longer** — DETR
 #    itself. PHENOMENA's proposal: pair-cos falls by > 0.2 from step 100 to step 600,
 #    and recall > 0.5, at least 0.3 above the no-position model. With DETR's own code
-#    (next point) the fall was 0.19-0.26 at seeds 0-3, so we claim > 0.1 for it and > 0.2
-#    with the code for 8x8 (0.27-0.40), which is closer to the prototype's code.
+#    (next point) the fall was anywhere from 0.09 to 0.25 at seeds 0-5 — slow convergence
+#    is also erratic — so it is shown, not claimed; with the code for 8x8, which is closer
+#    to the prototype's code, it fell by 0.27-0.38 and that is claimed.
 # 2. **A positional code that resolves the grid.** DETR's 2-D sine code uses temperature
 #    10000 over cell coordinates 1..8: most of its 16 frequencies per axis turn by less
 #    than a radian across the whole map, so all cells get similar codes (mean cosine
@@ -166,8 +167,6 @@ def claim_failures(result: LessonResult, runs: dict, quick_steps: int) -> None:
 def claim_fixes(result: LessonResult, runs: dict, quick_steps: int) -> None:
     T = quick_steps
     drop = lambda c: max(r[T]["pair-cos"] - r[100]["pair-cos"] for r in runs[c])  # noqa: E731 — smallest drop
-    result.claim("training_differentiates", f"DETR: pair-cos(step {T}) < pair-cos(step 100) - 0.1",
-                 drop("DETR"), "<", -0.1)
     result.claim("training_differentiates_8x8", f"DETR, PE for 8x8: pair-cos(step {T}) < pair-cos(step 100) - 0.2",
                  drop("DETR, PE for 8x8"), "<", -0.2)
     result.claim("detr_detects", f"DETR: recall after {T} steps > 0.5",
@@ -298,6 +297,9 @@ def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/detr-quer
     claim_failures(result, runs, quick_steps)
     claim_fixes(result, runs, quick_steps)
     codes = pe_check(result)
+    falls = [r[100]["pair-cos"] - r[quick_steps]["pair-cos"] for r in runs["DETR"]]
+    result.notes.append(f"DETR with its own code: pair-cos fell by {min(falls):.2f} from step 100 to {quick_steps} "
+                        "(not claimed: 0.09-0.25 at seeds 0-5).")
     cond, detr = (result.metrics[f"{c} @ {steps} steps"]["recall"] for c in ("conditional, PE for 8x8", "DETR, PE for 8x8"))
     result.notes.append(f"Recall after {steps} steps: conditional {cond:.2f} vs DETR {detr:.2f} (both with the 8x8 "
                         "code): distinct maps are not the same as better detection, and no claim ranks them.")
