@@ -77,7 +77,7 @@ class LessonInfo:
     title: str
     shows: str
     quick_seconds: float
-    """Quick-mode wall time in seconds, as measured when the lesson was last tuned (2-core CPU)."""
+    """Quick-mode wall seconds on a 2-core CPU with a cold compilation cache (measured in the test suite)."""
     variant: bool = False
     """Whether --variant changes the attention under study."""
 
@@ -175,26 +175,26 @@ def format_summary(record: dict) -> str:
 # ------------------------------------------------------------------------ registry
 for _info in [
     LessonInfo("attention-basics", "01_attention_basics.py", "Attention from scratch",
-               "maps on associative recall; why 1/sqrt(d); permutation equivariance", 15),
+               "maps on associative recall; why 1/sqrt(d); permutation equivariance", 19),
     LessonInfo("positions", "02_positions.py", "Where am I? Positional information",
-               "no positions -> order-blind; sinusoidal/learned/RoPE/ALiBi fix it; RoPE is relative", 25),
+               "no positions -> order-blind; sinusoidal/learned/RoPE/ALiBi fix it; RoPE is relative", 34),
     LessonInfo("heads", "03_heads.py", "Heads specialise, and many can go",
-               "previous-token and induction heads; head importance and pruning curves", 40, variant=True),
+               "previous-token and induction heads; head importance and pruning curves", 44, variant=True),
     LessonInfo("rank-collapse", "04_rank_collapse.py", "Rank collapse in pure attention",
                "attention-only stacks lose rank doubly exponentially; skips fix it", 11),
     LessonInfo("entropy-collapse", "05_entropy_collapse.py", "Entropy collapse at high learning rate",
-               "logits explode, entropy -> 0, training fails; QK-LayerNorm and sigma-Reparam fix it", 40, variant=True),
+               "logits explode, entropy -> 0, training fails; QK-LayerNorm and sigma-Reparam fix it", 38, variant=True),
     LessonInfo("attention-sinks", "06_attention_sinks.py", "Attention sinks",
-               "the first token soaks up attention; softmax1, sink logits, gates, sigmoid; StreamingLLM", 40,
+               "the first token soaks up attention; softmax1, sink logits, gates, sigmoid; StreamingLLM", 74,
                variant=True),
     LessonInfo("dilution", "07_dilution.py", "Attention dilution in long contexts",
-               "needle mass falls with length; SSMax, log-n scaling and top-k keep it; a window loses far needles", 25, variant=True),
+               "needle mass falls with length; SSMax, log-n scaling and top-k keep it; a window loses far needles", 29, variant=True),
     LessonInfo("detr-queries", "08_detr_queries.py", "Why do all my DETR queries look alike?",
-               "undifferentiated query maps: no positions, symmetry, short training; the fixes", 50, variant=True),
+               "undifferentiated query maps: no positions, symmetry, short training; the fixes", 57, variant=True),
     LessonInfo("vit-attention", "09_vit_attention.py", "What ViT attention maps can explain",
-               "raw attention vs rollout vs gradients, by deletion curves", 45),
+               "raw attention vs rollout vs gradients, by deletion curves", 50),
     LessonInfo("spurious-attention", "10_spurious_attention.py", "Attending to a watermark",
-               "a spurious watermark gets the attention; decorrelation fixes it", 45),
+               "a spurious watermark gets the attention; decorrelation fixes it", 26),
 ]:
     register(_info)
 
@@ -218,7 +218,9 @@ def _cmd_lessons(args) -> int:
     for info in rows:
         print(f"{info.id:<20} {info.quick_seconds:>5.0f} s  {'yes' if info.variant else '-':<7}  "
               f"{info.title}: {info.shows}")
-    print("\nrun one: tinytf lesson ID [--quick] [--seed N] [--out DIR] [--variant V]")
+    print("\nquick = wall seconds of a first quick run on a 2-core CPU, compilation included (the test suite's\n"
+          "cold-cache run); later runs reuse JAX's compilation cache and take roughly half to two thirds of it.")
+    print("run one: tinytf lesson ID [--quick] [--seed N] [--out DIR] [--variant V]")
     return 0
 
 
