@@ -44,6 +44,16 @@ def test_run_lesson_writes_metrics_json(tmp_path):
     assert "[PASS] the fix lowers the loss" in format_summary(record)
 
 
+def test_summary_keeps_long_metric_names_and_wraps():
+    names = [f"a rather long metric name number {i}" for i in range(6)]
+    record = {"title": "T", "lesson": "x", "seed": 0, "quick": True, "runtime_s": 1.0, "variant": None,
+              "metrics": {"baseline": {n: float(i) for i, n in enumerate(names)}, "fixed": {"loss": 0.25}},
+              "claims": [], "figures": []}
+    text = format_summary(record, width=80)
+    assert all(f"{n} = {i:.4g}" in text for i, n in enumerate(names))  # nothing truncated
+    assert "loss = 0.25" in text and max(len(line) for line in text.splitlines()) <= 80
+
+
 def test_run_lesson_rejects_missing_figures_and_bad_variant(tmp_path):
     def no_png(quick, seed, out_dir, variant=None):
         return LessonResult(figures=["missing.png"])

@@ -148,20 +148,22 @@ def _jsonable(v):
     return f if math.isfinite(f) else str(f)
 
 
-def format_summary(record: dict) -> str:
-    """A readable table of a lesson's metrics and claims."""
+def format_summary(record: dict, width: int = 100) -> str:
+    """A readable summary of a lesson's metrics (per condition) and claims, lines of about `width` characters."""
     lines = [f"{record['title']}  [{record['lesson']}, seed {record['seed']}, "
              f"{'quick' if record['quick'] else 'full'}, {record['runtime_s']:.1f} s"
              + (f", variant {record['variant']}" if record["variant"] else "") + "]", ""]
-    metrics = record["metrics"]
-    if metrics:
-        names = sorted({k for m in metrics.values() for k in m})
-        width = max(len(c) for c in metrics) + 2
-        lines.append("condition".ljust(width) + "".join(f"{n[:14]:>15}" for n in names))
-        for cond, m in metrics.items():
-            cells = [m.get(n, "") for n in names]
-            lines.append(cond.ljust(width) + "".join(
-                f"{c:>15.4g}" if isinstance(c, float) else f"{str(c):>15}" for c in cells))
+    for cond, m in record["metrics"].items():  # one block per condition, full metric names, wrapped
+        lines.append(cond)
+        line = " "
+        for name, value in m.items():
+            item = f"  {name} = {value:.4g}" if isinstance(value, float) else f"  {name} = {value}"
+            if len(line) + len(item) > width and line.strip():
+                lines.append(line)
+                line = " "
+            line += item
+        lines.append(line)
+    if record["metrics"]:
         lines.append("")
     for c in record["claims"]:
         mark = "PASS" if c["holds"] else "FAIL"
