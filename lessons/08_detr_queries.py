@@ -154,9 +154,10 @@ def claim_failures(result: LessonResult, runs: dict, quick_steps: int) -> None:
 #    to the prototype's code, it fell by 0.27-0.38 and that is claimed.
 # 2. **A positional code that resolves the grid.** DETR's 2-D sine code uses temperature
 #    10000 over cell coordinates 1..8: most of its 16 frequencies per axis turn by less
-#    than a radian across the whole map, so all cells get similar codes (mean cosine
-#    between cells 0.84 — the checklist below measures it). Temperature 20 spreads the
-#    frequencies over the grid (0.58).
+#    than a radian across the whole map (12 of 16: the phase step w is below 1/7 rad per
+#    cell), so all cells get similar codes (mean cosine between cells 0.84 — the checklist
+#    below measures it). Temperature 20 spreads the frequencies over the grid (5 of 16 are
+#    that slow; mean cosine 0.58). We picked 20 from this check, not from training runs.
 # 3. **A conditional spatial query** (Meng et al. 2021): each query owns a learned
 #    reference point; its attention logit gets a separate term comparing the sine code
 #    of that point with each cell's code. Here its maps end up more distinct than
@@ -299,7 +300,7 @@ def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/detr-quer
     codes = pe_check(result)
     falls = [r[100]["pair-cos"] - r[quick_steps]["pair-cos"] for r in runs["DETR"]]
     result.notes.append(f"DETR with its own code: pair-cos fell by {min(falls):.2f} from step 100 to {quick_steps} "
-                        "(not claimed: 0.09-0.25 at seeds 0-5).")
+                        "(not claimed: quick mode at seeds 0-5 gave 0.09-0.25).")
     cond, detr = (result.metrics[f"{c} @ {steps} steps"]["recall"] for c in ("conditional, PE for 8x8", "DETR, PE for 8x8"))
     result.notes.append(f"Recall after {steps} steps: conditional {cond:.2f} vs DETR {detr:.2f} (both with the 8x8 "
                         "code): distinct maps are not the same as better detection, and no claim ranks them.")
@@ -334,6 +335,7 @@ def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/detr-quer
 # the no-position model a learned positional embedding instead: does it recover? (3) Train
 # an image DETR (`python -m tinytf.detr_train --plain --steps 1000`) and run
 # `detr_query_report` on it. (4) Increase the queries to 16: what happens to duplicates?
+# (5) Try `pe_temperature` 5 and 100: where do the checklist and pair-cos put them?
 
 # %%
 if __name__ == "__main__":
