@@ -141,10 +141,12 @@ def claim_failures(result: LessonResult, runs: dict, quick_steps: int) -> None:
                  worst("no positions", "recall"), "<", 0.2)
     result.claim("identical_queries_identical_maps", "identical queries: pair-cos at step 0 > 0.999 (symmetry)",
                  min(r[0]["pair-cos"] for r in runs["identical queries"]), ">", 0.999)
-    if len(runs["identical queries"][0]) > 1:  # trained (full mode)
-        result.claim("identical_queries_stay_alike", f"identical queries: pair-cos after {quick_steps} steps > "
-                     "DETR's + 0.15", min(a[quick_steps]["pair-cos"] - b[quick_steps]["pair-cos"]
-                                         for a, b in zip(runs["identical queries"], runs["DETR"])), ">", 0.15)
+    if len(runs["identical queries"][0]) > 1:  # trained (full mode): reported, not claimed (see the note)
+        gaps = [mean_cos(a, 100, quick_steps) - mean_cos(b, 100, quick_steps)
+                for a, b in zip(runs["identical queries"], runs["DETR"])]
+        result.notes.append(f"Identical queries: mean pair-cos over steps 100-{quick_steps} above DETR's by "
+                            + ", ".join(f"{g:.2f}" for g in gaps) + " (per seed). Not claimed: how fast the "
+                            "matcher's tie-breaking separates them varies from seed to seed.")
     result.claim("short_training_maps_alike", "DETR: pair-cos after 100 steps > 0.6",
                  min(r[100]["pair-cos"] for r in runs["DETR"]), ">", 0.6)
 
