@@ -45,7 +45,8 @@ from matplotlib.figure import Figure
 
 from tinytf import data, plots
 from tinytf.attention import dot_product_attention
-from tinytf.lessons import LessonResult, main_for
+from tinytf.apps.claims import LessonResult
+from tinytf.apps.lessons import main_for
 from tinytf.nn import Block, Linear
 from tinytf.train import accuracy, cross_entropy, fit
 

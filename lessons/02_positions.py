@@ -55,7 +55,8 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from tinytf import data, plots
-from tinytf.lessons import LessonResult, main_for
+from tinytf.apps.claims import LessonResult
+from tinytf.apps.lessons import main_for
 from tinytf.models import CausalLM, LMConfig
 from tinytf.nn import capture_attention
 from tinytf.positional import apply_rope, sinusoidal

@@ -51,7 +51,8 @@ from matplotlib.figure import Figure
 
 from tinytf import data, plots
 from tinytf.diagnostics import cross_layer_similarity, head_importance, js_divergence, pruning_curve
-from tinytf.lessons import LessonResult, main_for
+from tinytf.apps.claims import LessonResult
+from tinytf.apps.lessons import main_for
 from tinytf.nn import Block, Encoder, LearnedPositions, Linear, capture_attention
 from tinytf.train import accuracy, cross_entropy, fit
 from tinytf.variants import AttentionConfig, get_variant

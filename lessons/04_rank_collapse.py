@@ -41,7 +41,8 @@ from flax import nnx
 
 from tinytf import plots
 from tinytf.diagnostics import rank_residual, singular_values
-from tinytf.lessons import LessonResult, main_for
+from tinytf.apps.claims import LessonResult
+from tinytf.apps.lessons import main_for
 from tinytf.nn import Block
 
 # %% [markdown]

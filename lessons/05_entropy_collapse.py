@@ -51,7 +51,8 @@ from flax import nnx
 from tinytf import plots
 from tinytf.data import copy_task
 from tinytf.diagnostics import entropy_stats, max_logit
-from tinytf.lessons import LessonResult, main_for
+from tinytf.apps.claims import LessonResult
+from tinytf.apps.lessons import main_for
 from tinytf.models import CausalLM, LMConfig
 from tinytf.nn import capture_attention
 from tinytf.train import cross_entropy, fit, make_schedule

@@ -51,7 +51,8 @@ from flax import nnx
 
 from tinytf import data, plots
 from tinytf.diagnostics import bos_mass, null_mass, sink_rate
-from tinytf.lessons import LessonResult, main_for
+from tinytf.apps.claims import LessonResult
+from tinytf.apps.lessons import main_for
 from tinytf.models import CausalLM, LMConfig, streaming_forward
 from tinytf.nn import capture_attention
 from tinytf.train import accuracy, cross_entropy, fit

@@ -48,7 +48,8 @@ from tinytf import attention as attn_lib
 from tinytf import plots
 from tinytf.data import needle_haystack
 from tinytf.diagnostics import needle_mass
-from tinytf.lessons import LessonResult, main_for
+from tinytf.apps.claims import LessonResult
+from tinytf.apps.lessons import main_for
 from tinytf.nn import Linear, MultiHeadAttention, capture_attention
 from tinytf.train import accuracy, cross_entropy, fit
 from tinytf.variants import AttentionConfig, get_variant

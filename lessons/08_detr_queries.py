@@ -47,7 +47,8 @@ from tinytf import plots
 from tinytf.data import feature_map_detection
 from tinytf.detection import centre_recall, detr_loss
 from tinytf.diagnostics import capture_attention, detr_query_report, positional_encoding_similarity
-from tinytf.lessons import LessonResult, main_for
+from tinytf.apps.claims import LessonResult
+from tinytf.apps.lessons import main_for
 from tinytf.models import DETR, DETRConfig
 from tinytf.positional import sine_2d
 from tinytf.train import fit
@@ -347,7 +348,7 @@ def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/detr-quer
 # **Exercises.** (1) Set `pe_normalize=True` (DETR's option: coordinates scaled to 2 pi):
 # what does `positional_encoding_similarity` say, and what happens to pair-cos? (2) Give
 # the no-position model a learned positional embedding instead: does it recover? (3) Train
-# an image DETR (`python -m tinytf.detr_train --plain --steps 1000`) and run
+# an image DETR (`tinytf detr train --plain --steps 1000`) and run
 # `detr_query_report` on it. (4) Increase the queries to 16: what happens to duplicates?
 # (5) Try `pe_temperature` 5 and 100: where do the checklist and pair-cos put them?
 

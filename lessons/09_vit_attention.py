@@ -47,7 +47,8 @@ from tinytf import plots
 from tinytf.data import SHAPE_NAMES, shapes_classification
 from tinytf.diagnostics import (aopc, attention_rollout, capture_attention, deletion_curve, grad_times_input,
                                 kendall_tau, precision_at_k)
-from tinytf.lessons import LessonResult, main_for
+from tinytf.apps.claims import LessonResult
+from tinytf.apps.lessons import main_for
 from tinytf.models import ViT, ViTConfig
 from tinytf.train import accuracy, cross_entropy, fit
 

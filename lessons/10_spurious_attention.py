@@ -47,7 +47,8 @@ from matplotlib.figure import Figure
 from tinytf import plots
 from tinytf.data import bars_watermark
 from tinytf.diagnostics import attention_rollout, capture_attention
-from tinytf.lessons import LessonResult, main_for
+from tinytf.apps.claims import LessonResult
+from tinytf.apps.lessons import main_for
 from tinytf.models import ViT, ViTConfig
 from tinytf.train import accuracy, cross_entropy, fit
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import matplotlib.image as mpimg
 
-from tinytf.cli import main
+from tinytf.apps.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 

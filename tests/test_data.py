@@ -588,7 +588,7 @@ def test_errors_name_the_argument(call, error, match):
 
 def test_data_imports_nothing_above_its_layer():
     root = pathlib.Path(data.__file__).parent
-    forbidden = ("tinytf.nn", "tinytf.models", "tinytf.train", "tinytf.diagnostics", "tinytf.lessons",
+    forbidden = ("tinytf.nn", "tinytf.models", "tinytf.train", "tinytf.diagnostics", "tinytf.apps",
                  "tinytf.variants", "flax")
     for path in root.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):

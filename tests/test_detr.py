@@ -1,4 +1,4 @@
-"""Tests for the DETR model (tinytf.models.detr) and its training routine (tinytf.detr_train).
+"""Tests for the DETR model (tinytf.models.detr) and its training routine (tinytf.apps.detr_recipe).
 
 Oracles: `jax.lax.conv_general_dilated` for the backbone's convolution, a numpy softmax of the
 decoder's own projections for the captured cross-attention, exact symmetry for identical
@@ -15,8 +15,8 @@ import pytest
 from flax import nnx
 from matplotlib.figure import Figure
 
-from tinytf import detr_train
-from tinytf.detr_train import DETRTrainConfig, ShapesTask, detr_figure, evaluate_detr, query_maps, train_detr
+from tinytf.apps import detr_recipe
+from tinytf.apps.detr_recipe import DETRTrainConfig, ShapesTask, detr_figure, evaluate_detr, query_maps, train_detr
 from tinytf.models.detr import DETR, DETRConfig, StridedConv, point_encoding
 from tinytf.nn import capture_attention
 from tinytf.positional import sine_2d
@@ -242,7 +242,7 @@ def test_recall_counts_objects_hit_by_a_confident_right_detection():
     # object 1: IoU 10/12 >= 0.5, right class, confident -> hit; object 2: exact box but score 0.3,
     # and the confident one has the wrong class -> missed
     pred_labels = [np.array([1, 2, 0]), np.array([0])]
-    assert detr_train._recall(pred_boxes, pred_scores, pred_labels, gt_boxes, gt_labels) == 0.5
+    assert detr_recipe._recall(pred_boxes, pred_scores, pred_labels, gt_boxes, gt_labels) == 0.5
 
 
 def test_detr_figure_renders(tmp_path):

@@ -8,7 +8,7 @@ import json
 import matplotlib.image as mpimg
 import pytest
 
-from tinytf.lessons import available_lessons, run_lesson
+from tinytf.apps.lessons import available_lessons, run_lesson
 
 LESSON_IDS = [info.id for info in available_lessons()]
 

@@ -8,7 +8,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pytest
 
-from tinytf.lessons import Claim, LessonResult, LESSONS, format_summary, run_lesson
+from tinytf.apps.claims import Claim, LessonResult
+from tinytf.apps.lessons import LESSONS, format_summary, run_lesson
 
 
 def test_claim_holds_is_computed():

@@ -17,7 +17,8 @@ import optax
 import pytest
 from flax import nnx
 
-from tinytf.train import (History, accuracy, benchmark_fit_vs_nnx_jit, cross_entropy, fit,
+from tinytf.apps.bench_train import benchmark_fit_vs_nnx_jit
+from tinytf.train import (History, accuracy, cross_entropy, fit,
                           make_optimizer, make_schedule)
 
 # ------------------------------------------------------------------- a tiny task

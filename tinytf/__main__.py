@@ -1,5 +1,5 @@
 import sys
 
-from tinytf.cli import main
+from tinytf.apps.cli import main
 
 sys.exit(main())

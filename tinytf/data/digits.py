@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tinytf.data._checks import check_int, check_key
+from tinytf.checks import check_int, check_key
 
 
 def load_digits(*, test_fraction: float = 0.25, seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:

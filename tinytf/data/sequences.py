@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tinytf.data._checks import check_int, check_key, check_prob
+from tinytf.checks import check_int, check_key, check_prob
 
 
 def _next_token_targets(tokens: jax.Array) -> jax.Array:

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tinytf.data._checks import check_int, check_key, check_prob
+from tinytf.checks import check_int, check_key, check_prob
 
 #: Shape classes, in label order.
 SHAPE_NAMES = ("circle", "square", "triangle", "cross", "diamond")

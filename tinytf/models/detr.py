@@ -7,7 +7,7 @@ Reading order:
   4. `DETR` — projection, 2-D sine positions, encoder, decoder, class and box heads.
 
 The network is separate from the task, as in scenic: Hungarian matching and the
-loss live in `tinytf.detection`, training in `tinytf.detr_train`.
+loss live in `tinytf.detection`, training in `tinytf.apps.detr_recipe`.
 
 Positions (DETR's convention): the 2-D sine encoding of each cell is added to the
 keys (and, in the encoder, the queries) of attention — never to the values. Each
@@ -109,7 +109,7 @@ class DETRConfig:
     @classmethod
     def fast(cls, **changes) -> "DETRConfig":
         """`tiny` with conditional spatial queries and reference-point refinement: what
-        `tinytf.detr_train`'s preset trains (it converges several times faster than plain DETR)."""
+        `tinytf detr train` trains (it converges several times faster than plain DETR)."""
         return cls(**{"conditional": True, "refine": True, **changes})
 
     def replace(self, **changes) -> "DETRConfig":

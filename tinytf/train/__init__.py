@@ -5,14 +5,11 @@ Reading order:
   optim.py   — ``make_optimizer``: AdamW + warmup/cosine schedule + clipping;
   history.py — ``History`` (what fit records) and orbax checkpoints;
   loop.py    — ``fit``: one jit-compiled on-device loop over many steps per call;
-  bench.py   — ``benchmark_fit_vs_nnx_jit`` and ``bench_train`` (``tinytf bench train``).
 """
 
-from tinytf.train.bench import bench_presets, bench_train, benchmark_fit_vs_nnx_jit
 from tinytf.train.history import History
 from tinytf.train.loop import fit
 from tinytf.train.losses import accuracy, cross_entropy
 from tinytf.train.optim import make_optimizer, make_schedule
 
-__all__ = ["fit", "History", "make_optimizer", "make_schedule", "cross_entropy", "accuracy",
-           "benchmark_fit_vs_nnx_jit", "bench_train", "bench_presets"]
+__all__ = ["fit", "History", "make_optimizer", "make_schedule", "cross_entropy", "accuracy"]

@@ -14,7 +14,7 @@ Reading order: ``cross_entropy`` / ``accuracy`` (losses the lessons share),
 ``make_schedule`` / ``make_optimizer`` (AdamW, Loshchilov & Hutter 2019, with linear
 warmup and cosine decay, Goyal et al. 2017 / Loshchilov & Hutter 2017; global-norm
 clipping, Pascanu et al. 2013), ``History``, the checkpoint helpers (orbax), ``fit``
-and its compiled chunk, and ``benchmark_fit_vs_nnx_jit``.
+and its compiled chunk.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
+from tinytf.checks import check_positive
 from tinytf.train.history import History, _open_checkpoints, _restore_checkpoint, _save_checkpoint
 from tinytf.train.optim import make_optimizer, make_schedule
 
@@ -65,14 +66,6 @@ class _Progress:
         if self.enabled:
             sys.stderr.write(summary + "\n")
             sys.stderr.flush()
-
-
-def _check_positive(name: str, value, allow_none: bool = True) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{name} must be a positive int{' or None' if allow_none else ''}, "
-                         f"got {value!r}")
 
 
 def _data_kind(data) -> str:
@@ -248,11 +241,11 @@ def fit(model: nnx.Module, data, *, steps: int, loss_fn: Callable,
       the model keeps the parameters from before the bad step, ``history.stopped_early
       == "nan"`` and ``history.message`` names the step and the values.
     """
-    _check_positive("steps", steps, allow_none=False)
+    check_positive("steps", steps)
     for name, value in (("steps_per_call", steps_per_call), ("log_every", log_every),
                         ("eval_every", eval_every), ("callback_every", callback_every),
                         ("checkpoint_every", checkpoint_every)):
-        _check_positive(name, value)
+        check_positive(name, value, allow_none=True)
     if not isinstance(model, nnx.Module):
         raise TypeError(f"model must be an nnx.Module, got {type(model).__name__}")
     if not callable(loss_fn):

@@ -5,7 +5,7 @@ peer measured in the same run on the same machine.
 
   attention: tinytf dense vs chunked (online softmax) vs jax.nn.dot_product_attention,
              time per call and XLA's compiled working-set size, at several lengths.
-  train:     see `tinytf.train` (fit vs a per-step nnx.jit loop vs flax.nnx stock layers).
+  train:     see `bench_train.py` (fit vs a per-step nnx.jit loop vs flax.nnx stock layers).
   presets:   the tiny LM and ViT presets trained from scratch: accuracy, wall and CPU time.
 """
 
@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from tinytf import attention as A
+from tinytf.apps.bench_train import bench_presets, bench_train
 
 
 def _time(fn, *args, repeats: int = 3) -> float:
@@ -98,7 +99,6 @@ def _cmd_attention(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from tinytf.train import bench_train  # imported lazily: it builds models
 
     result = bench_train(steps=args.steps, print_fn=None if args.json else print)
     if args.json:
@@ -107,8 +107,6 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_presets(args) -> int:
-    from tinytf.train import bench_presets
-
     result = bench_presets(seed=args.seed, steps=args.steps, print_fn=None if args.json else print)
     if args.json:
         print(json.dumps(result))

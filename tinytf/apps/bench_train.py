@@ -9,7 +9,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from tinytf.train.history import History
-from tinytf.train.loop import _check_positive, _unpack_loss, fit
+from tinytf.checks import check_positive
+from tinytf.train.loop import _unpack_loss, fit
 from tinytf.train.optim import make_optimizer
 from tinytf.train.losses import cross_entropy
 
@@ -91,8 +92,8 @@ def benchmark_fit_vs_nnx_jit(make_model: Callable[[], nnx.Module] | None = None,
         name = name or f"stock-nnx LM, 2 layers, d=32, B={batch_size}, T=16"
     elif data is None or loss_fn is None:
         raise ValueError("benchmark_fit_vs_nnx_jit: give data and loss_fn with make_model")
-    _check_positive("steps", steps, allow_none=False)
-    _check_positive("repeats", repeats, allow_none=False)
+    check_positive("steps", steps)
+    check_positive("repeats", repeats)
     scalar_loss = lambda m, b: _unpack_loss(loss_fn(m, b))[0]  # noqa: E731
 
     # 1. The per-step nnx.jit loop.

@@ -19,56 +19,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import operator
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-_OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A measured statement: `value op threshold`, e.g. sink rate > 25 (%)."""
-
-    id: str
-    text: str
-    value: float
-    op: str
-    threshold: float
-
-    def __post_init__(self):
-        if self.op not in _OPS:
-            raise ValueError(f"claim {self.id!r}: op must be one of {sorted(_OPS)}, got {self.op!r}")
-        object.__setattr__(self, "value", float(self.value))
-        object.__setattr__(self, "threshold", float(self.threshold))
-
-    @property
-    def holds(self) -> bool:
-        return bool(math.isfinite(self.value) and _OPS[self.op](self.value, self.threshold))
-
-    def as_dict(self) -> dict:
-        return {"id": self.id, "text": self.text, "value": self.value, "op": self.op,
-                "threshold": self.threshold, "holds": self.holds}
-
-
-@dataclass
-class LessonResult:
-    """What a lesson's run() returns: measured metrics per condition, claims, figure file names."""
-
-    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
-    claims: list[Claim] = field(default_factory=list)
-    figures: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    def claim(self, id: str, text: str, value: float, op: str, threshold: float) -> Claim:
-        """Add a claim (holds is computed) and return it."""
-        c = Claim(id, text, value, op, threshold)
-        self.claims.append(c)
-        return c
-
+from tinytf.apps.claims import Claim, LessonResult
 
 @dataclass(frozen=True)
 class LessonInfo:
@@ -135,6 +92,7 @@ def run_lesson(lesson_id: str, *, quick: bool = False, seed: int = 0, out: str |
         "claims": [c.as_dict() for c in result.claims],
         "figures": list(result.figures),
         "notes": list(result.notes),
+        "skipped": list(result.skipped),
     }
     (out_dir / "metrics.json").write_text(json.dumps(record, indent=2))
     return record
@@ -276,5 +234,5 @@ def main_for(file: str, run_fn) -> None:
     print(format_summary(record))
 
 
-__all__ = ["Claim", "LessonResult", "LessonInfo", "LESSONS", "run_lesson", "load_lesson", "format_summary",
+__all__ = ["LessonInfo", "LESSONS", "run_lesson", "load_lesson", "format_summary",
            "available_lessons", "main_for"]

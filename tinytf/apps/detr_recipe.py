@@ -9,8 +9,8 @@ Reading order:
   4. `train_detr` — `tinytf.train.fit` on fresh images every step;
   5. `evaluate_detr` — COCO AP / AP50 / AP75 on held-out images from another seed;
   6. `query_maps`, `detr_figure` — each query's cross-attention map; one image with its predicted
-     boxes beside them (drawn by `tinytf.plots`, imported only there);
-  7. `main` — `python -m tinytf.detr_train [--steps N] [--seed S] [--out DIR]`: train the preset,
+     boxes beside them (drawn by `tinytf.plots`);
+  7. `main` — `tinytf detr train [--steps N] [--seed S] [--out DIR]`: train the preset,
      print held-out AP with CPU and wall time, write the figures.
 
 The preset's model is DETR with a conditional spatial query and reference-point refinement
@@ -20,15 +20,21 @@ the same task several times more slowly, which is the slow convergence those pap
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import functools
+import json
+import resource
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from tinytf import plots
 from tinytf.data.shapes import SHAPE_NAMES, boxes_to_pixels, shapes_detection
 from tinytf.detection import coco_ap, detr_loss, postprocess
 from tinytf.models.detr import DETR, DETRConfig
@@ -318,8 +324,6 @@ def detr_figure(model: DETR, images, *, index: int = 0, layer: int = -1, score_t
     Returns:
       A matplotlib Figure (`tinytf.plots.detr_queries`).
     """
-    from tinytf import plots  # plots sit above this module's layer; only this helper needs them
-
     images = jnp.asarray(images)
     if images.ndim == 3:
         images = images[None]
@@ -337,25 +341,36 @@ def detr_figure(model: DETR, images, *, index: int = 0, layer: int = -1, score_t
 
 
 # ----------------------------------------------------------------------------------------------
-# 7. The command line: python -m tinytf.detr_train [--steps N] [--seed S] [--out DIR]
+# 7. The command line: tinytf detr train [--steps N] [--seed S] [--out DIR]
 
 
-def main(argv=None) -> dict:
-    """Train the preset, report held-out AP with CPU and wall time, and draw the figure."""
-    import argparse
-    import json
-    import resource
-    import time
-    from pathlib import Path
-
-    parser = argparse.ArgumentParser(prog="python -m tinytf.detr_train", description=main.__doc__)
+def _add_arguments(parser) -> None:
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: the preset's)")
     parser.add_argument("--seed", type=int, default=0, help="parameters and training images")
     parser.add_argument("--eval-seed", type=int, default=1, help="held-out images")
     parser.add_argument("--eval-images", type=int, default=500)
     parser.add_argument("--plain", action="store_true", help="plain DETR (no conditional spatial query)")
-    parser.add_argument("--out", type=Path, default=None, help="write metrics.json and detr_queries.png here")
-    args = parser.parse_args(argv)
+    parser.add_argument("--out", type=Path, default=None, help="write metrics.json and detr_queries_*.png here")
+
+
+def register_cli(sub) -> None:
+    """`tinytf detr train ...`."""
+    p = sub.add_parser("detr", help="the DETR recipe: train on synthetic shapes, report COCO AP")
+    dsub = p.add_subparsers(dest="detr", metavar="WHAT", required=True)
+    t = dsub.add_parser("train", help="train the DETR preset and evaluate it on held-out images")
+    _add_arguments(t)
+    t.set_defaults(func=lambda args: (run(args), 0)[1])
+
+
+def main(argv=None) -> dict:
+    """Train the preset, report held-out AP with CPU and wall time, and draw the figure."""
+    parser = argparse.ArgumentParser(prog="tinytf detr train", description=main.__doc__)
+    _add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+def run(args) -> dict:
+    """Train, evaluate and draw as `args` (from `_add_arguments`) say; print and return the report."""
 
     def cpu_s() -> float:  # user + sys of this process, all threads
         usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -383,10 +398,3 @@ def main(argv=None) -> dict:
         for i in range(4):
             detr_figure(model, batch["images"], index=i, save=args.out / f"detr_queries_{i}.png")
     return report
-
-
-if __name__ == "__main__":
-    from tinytf.config import enable_compilation_cache
-
-    enable_compilation_cache()
-    main()

@@ -1,7 +1,7 @@
-"""Argument checks shared by the data generators (private).
+"""Argument checks: one clear error naming the argument, the value seen and what was expected.
 
-The generators take their configuration as static Python values, so these checks run at
-trace time and never inside the compiled computation.
+Shared by every layer (data generators, training, benchmarks). Configuration arrives as
+static Python values, so these checks run at trace time, never inside compiled code.
 """
 
 from __future__ import annotations
@@ -33,6 +33,14 @@ def check_int(name: str, value, *, low: int | None = None, high: int | None = No
     if high is not None and value > high:
         raise ValueError(f"{name} must be <= {high}, got {value}")
     return value
+
+
+def check_positive(name: str, value, *, allow_none: bool = False) -> None:
+    """Raise ValueError unless ``value`` is an int >= 1 (or None when ``allow_none``)."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{name} must be a positive int{' or None' if allow_none else ''}, got {value!r}")
 
 
 def check_prob(name: str, value) -> float:

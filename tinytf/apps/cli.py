@@ -5,6 +5,7 @@ function, so this file stays a table of contents:
 
   tinytf demo                      attention heatmap of a tiny model -> PNG
   tinytf bench attention|train     speed and memory against named peers
+  tinytf detr train                train and evaluate the DETR preset (see detr_recipe.py)
   tinytf lessons / lesson ID       the lessons (see lessons.py)
   tinytf exercises list|init DIR   the student exercises (see grading.py)
   tinytf grade [DIR]               the autograder
@@ -19,9 +20,10 @@ import sys
 # (module, what it adds). A module that is missing is skipped, so the CLI works
 # while parts of the package are still being written.
 _SUBSYSTEMS = (
-    "tinytf.demo",
-    "tinytf.bench",
-    "tinytf.lessons",
+    "tinytf.apps.demo",
+    "tinytf.apps.bench",
+    "tinytf.apps.detr_recipe",
+    "tinytf.apps.lessons",
     "tinytf.grading",
 )
 
