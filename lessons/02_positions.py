@@ -58,7 +58,7 @@ from tinytf import data, plots
 from tinytf.apps.claims import LessonResult
 from tinytf.apps.lessons import main_for
 from tinytf.models import CausalLM, LMConfig
-from tinytf.nn import capture_attention
+from tinytf.capture import capture_attention
 from tinytf.positional import apply_rope, sinusoidal
 from tinytf.train import accuracy, cross_entropy, fit
 

@@ -53,7 +53,8 @@ from tinytf import data, plots
 from tinytf.diagnostics import cross_layer_similarity, head_importance, js_divergence, pruning_curve
 from tinytf.apps.claims import LessonResult
 from tinytf.apps.lessons import main_for
-from tinytf.nn import Block, Encoder, LearnedPositions, Linear, capture_attention
+from tinytf.capture import capture_attention
+from tinytf.nn import Block, Encoder, LearnedPositions, Linear
 from tinytf.train import accuracy, cross_entropy, fit
 from tinytf.variants import AttentionConfig, get_variant
 

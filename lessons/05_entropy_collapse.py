@@ -54,7 +54,7 @@ from tinytf.diagnostics import entropy_stats, max_logit
 from tinytf.apps.claims import LessonResult
 from tinytf.apps.lessons import main_for
 from tinytf.models import CausalLM, LMConfig
-from tinytf.nn import capture_attention
+from tinytf.capture import capture_attention
 from tinytf.train import cross_entropy, fit, make_schedule
 from tinytf.variants import AttentionConfig, get_variant
 

@@ -54,7 +54,7 @@ from tinytf.diagnostics import bos_mass, null_mass, sink_rate
 from tinytf.apps.claims import LessonResult
 from tinytf.apps.lessons import main_for
 from tinytf.models import CausalLM, LMConfig, streaming_forward
-from tinytf.nn import capture_attention
+from tinytf.capture import capture_attention
 from tinytf.train import accuracy, cross_entropy, fit
 from tinytf.variants import AttentionConfig, get_variant
 

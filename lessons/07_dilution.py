@@ -50,7 +50,8 @@ from tinytf.data import needle_haystack
 from tinytf.diagnostics import needle_mass
 from tinytf.apps.claims import LessonResult
 from tinytf.apps.lessons import main_for
-from tinytf.nn import Linear, MultiHeadAttention, capture_attention
+from tinytf.capture import capture_attention
+from tinytf.nn import Linear, MultiHeadAttention
 from tinytf.train import accuracy, cross_entropy, fit
 from tinytf.variants import AttentionConfig, get_variant
 

@@ -46,7 +46,8 @@ from matplotlib.figure import Figure
 from tinytf import plots
 from tinytf.data import feature_map_detection
 from tinytf.detection import centre_recall, detr_loss
-from tinytf.diagnostics import capture_attention, detr_query_report, positional_encoding_similarity
+from tinytf.capture import capture_attention
+from tinytf.diagnostics import detr_query_report, positional_encoding_similarity
 from tinytf.apps.claims import LessonResult
 from tinytf.apps.lessons import main_for
 from tinytf.models import DETR, DETRConfig

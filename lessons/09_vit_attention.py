@@ -45,7 +45,8 @@ from matplotlib.patches import Rectangle
 
 from tinytf import plots
 from tinytf.data import SHAPE_NAMES, shapes_classification
-from tinytf.diagnostics import (aopc, attention_rollout, capture_attention, deletion_curve, grad_times_input,
+from tinytf.capture import capture_attention
+from tinytf.diagnostics import (aopc, attention_rollout, deletion_curve, grad_times_input,
                                 kendall_tau, precision_at_k)
 from tinytf.apps.claims import LessonResult
 from tinytf.apps.lessons import main_for

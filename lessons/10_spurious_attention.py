@@ -46,7 +46,8 @@ from matplotlib.figure import Figure
 
 from tinytf import plots
 from tinytf.data import bars_watermark
-from tinytf.diagnostics import attention_rollout, capture_attention
+from tinytf.capture import capture_attention
+from tinytf.diagnostics import attention_rollout
 from tinytf.apps.claims import LessonResult
 from tinytf.apps.lessons import main_for
 from tinytf.models import ViT, ViTConfig

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from tinytf.apps import detr_recipe
 from tinytf.apps.detr_recipe import DETRTrainConfig, ShapesTask, detr_figure, evaluate_detr, query_maps, train_detr
 from tinytf.models.detr import DETR, DETRConfig, StridedConv, point_encoding
-from tinytf.nn import capture_attention
+from tinytf.capture import capture_attention
 from tinytf.positional import sine_2d
 
 # A very small DETR that still has every part: compiles fast, trains in seconds.

@@ -529,11 +529,12 @@ def test_importance_order_least_important_first():
 
 
 def test_real_encoder_capture_importance_rollout_and_max_logit():
+    from tinytf.capture import capture_attention
     from tinytf.nn import Encoder
 
     enc = Encoder(2, 12, 3, final_norm=False, rngs=nnx.Rngs(0))
     x = jax.random.normal(jax.random.key(18), (B, T, 12))
-    maps, logits = dg.capture_attention(enc, x, with_logits=True)
+    maps, logits = capture_attention(enc, x, with_logits=True)
     assert list(maps) == ["layers.0.attn", "layers.1.attn"]
     roll = dg.attention_rollout(maps)
     np.testing.assert_allclose(roll.sum(-1), 1.0, rtol=1e-5)

@@ -18,9 +18,10 @@ import pytest
 from flax import nnx
 
 from tinytf.attention import sliding_window_mask
-from tinytf.models import CachePolicy, CausalLM, LMConfig, PatchEmbed, ViT, ViTConfig, streaming_forward, \
+from tinytf.cache import CachePolicy
+from tinytf.models import CausalLM, LMConfig, PatchEmbed, ViT, ViTConfig, streaming_forward, \
     streaming_nll
-from tinytf.nn import capture_attention
+from tinytf.capture import capture_attention
 from tinytf.train import fit
 from tinytf.variants import AttentionConfig
 

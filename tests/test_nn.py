@@ -7,7 +7,8 @@ import pytest
 from flax import nnx
 
 from tinytf import attention as A
-from tinytf.nn import Block, Decoder, Encoder, HeadGate, MultiHeadAttention, capture_attention
+from tinytf.capture import capture_attention
+from tinytf.nn import Block, Decoder, Encoder, HeadGate, MultiHeadAttention
 from tinytf.variants import VARIANTS, AttentionConfig, get_variant, register_variant
 
 D, N, T, S = 12, 3, 5, 7

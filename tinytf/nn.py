@@ -1,28 +1,27 @@
 """Flax NNX layers: attention, MLP, the transformer block, encoder and decoder stacks.
 
 Reading order: `Linear` (with optional sigma-Reparam) -> `MultiHeadAttention` ->
-`MLP` -> `Block` -> `Encoder` / `Decoder` -> `capture_attention`. `KVCache` and the
-`decode` methods are the incremental-decoding path (used by `tinytf.models.lm`).
+`MLP` -> `Block` -> `LearnedPositions` -> `Encoder` / `Decoder`.
 
 The maths lives in `tinytf.attention`; these layers only own parameters and
-reshape between the model width D and heads (N, H). Every attention layer can
-report its weights (B, N, T, S) to `capture_attention` without any change to
-model code: while a capture is running, each layer appends its weights to a
-recorder; at all other times that costs one Python `if` at trace time.
+reshape between the model width D and heads (N, H). One forward path serves
+training, prefill and decoding: pass `cache=` (a `tinytf.cache.KVCache`) to decode.
+Every attention layer can record its weights (B, N, T, S) for
+`tinytf.capture.capture_attention` without any change to model code; when nobody
+records, that costs one Python `if` at trace time.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import math
-from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from tinytf import attention as attn_lib
+from tinytf.cache import KVCache
+from tinytf.capture import sow_attention
 from tinytf.positional import alibi_bias, apply_rope
 from tinytf.variants import AttentionConfig
 
@@ -88,51 +87,17 @@ class Linear(nnx.Module):
         return y
 
 
-# --------------------------------------------------------------- attention recorder
-_RECORDER: contextvars.ContextVar[list | None] = contextvars.ContextVar("tinytf_attention_recorder", default=None)
-_RECORD_LOGITS: contextvars.ContextVar[bool] = contextvars.ContextVar("tinytf_record_logits", default=False)
-
-
-@contextlib.contextmanager
-def _recording(logits: bool = False):
-    records: list = []
-    token, token_l = _RECORDER.set(records), _RECORD_LOGITS.set(logits)
-    try:
-        yield records
-    finally:
-        _RECORDER.reset(token)
-        _RECORD_LOGITS.reset(token_l)
-
-
-# ------------------------------------------------------------------------ KV cache
-class KVCache(NamedTuple):
-    """One attention layer's key/value cache: C slots of keys and values.
-
-    Keys are stored *before* RoPE, so a slot's position can change between steps
-    (StreamingLLM re-indexes positions inside the cache, Xiao et al. 2023). Which
-    token sits in which slot, and at which position, is the caller's policy (see
-    `tinytf.models.lm.CachePolicy`); `MultiHeadAttention.decode` only writes slots
-    and attends over them.
-
-    keys, values: (B, C, N, H).
-    """
-
-    keys: Array
-    values: Array
-
-    @classmethod
-    def zeros(cls, batch_size: int, size: int, num_heads: int, head_dim: int, dtype=jnp.float32) -> "KVCache":
-        """An empty cache of `size` slots."""
-        shape = (batch_size, size, num_heads, head_dim)  # (B, C, N, H)
-        return cls(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
-
-
 # ------------------------------------------------------------- MultiHeadAttention
 class MultiHeadAttention(nnx.Module):
     """Multi-head attention (Vaswani et al. 2017), self- or cross-, configured by an AttentionConfig.
 
     x (B, T, D) -> queries; context (B, S, Dk) (default x) -> keys and values;
     heads are N slices of width H = D / N; out (B, T, D).
+
+    One forward path serves training, prefill and decoding: with `cache=` the new
+    tokens' keys and values are written into a `tinytf.cache.KVCache` first and the
+    queries attend over every cache slot (the Flax NNX Gemma example's pattern).
+    While `tinytf.capture` records, the layer sows its weights (B, N, T, S).
     """
 
     def __init__(self, d_model: int, num_heads: int, *, config: AttentionConfig | None = None,
@@ -159,6 +124,7 @@ class MultiHeadAttention(nnx.Module):
         if config.normalizer == "ssmax":  # Nakanishi's learnable s, one per head
             self.ssmax_scale = nnx.Param(jnp.full((N,), config.ssmax_init, jnp.float32))
         self.head_gate = HeadGate(jnp.ones((N,), jnp.float32))
+        self.record_attention = None  # a tinytf.capture.Recording while capture_attention runs
 
     def _heads(self, x: Array) -> Array:
         B, L, _ = x.shape
@@ -167,30 +133,48 @@ class MultiHeadAttention(nnx.Module):
     def __call__(self, x: Array, context: Array | None = None, *, mask: Array | None = None,
                  bias: Array | None = None, is_causal: bool = False, positions: Array | None = None,
                  context_positions: Array | None = None, query_pos: Array | None = None,
-                 key_pos: Array | None = None) -> Array:
-        """Attend from x to context.
+                 key_pos: Array | None = None, cache: KVCache | None = None,
+                 cache_slots: Array | None = None) -> Array | tuple[Array, KVCache]:
+        """Attend from x to context (or, with a cache, to every cache slot).
 
         Args:
           x: (B, T, D) queries' input.
           context: (B, S, Dk) keys'/values' input; default x (self-attention).
-          mask: bool, broadcastable to (B, N, T, S); True = may attend.
+          mask: bool, broadcastable to (B, N, T, S); True = may attend. With a cache:
+            (B|1, N|1, T, C) over the C slots, after the write.
           bias: float, broadcastable to (B, N, T, S), added to the logits.
           is_causal: causal masking (queries are the last T of S positions).
-          positions / context_positions: (T,) or (B, T) positions for RoPE / ALiBi.
+          positions / context_positions: (T,) or (B, T) positions for RoPE / ALiBi
+            (default: the last T of 0..S-1, and 0..S-1); with a cache, the new tokens'
+            positions and the positions of all C slots' tokens.
           query_pos / key_pos: added to the query / key inputs only, not to the values
             (DETR's positional encodings, Carion et al. 2020).
+          cache: a KVCache (self-attention only): x's keys and values (stored before
+            RoPE) are written into `cache_slots` (T,) and the queries attend over all
+            C slots; the layer's sliding window is applied by position.
 
         Returns:
-          (B, T, D).
+          (B, T, D), or ((B, T, D), the updated KVCache) when a cache is given.
         """
         cfg = self.config
         if x.ndim != 3:
             raise ValueError(f"x must have shape (B, T, D), got {x.shape}")
+        if cache is not None and (context is not None or cache_slots is None or context_positions is None):
+            raise ValueError("with cache=, pass cache_slots (T,) and context_positions (C,) and no context: "
+                             "the cache is for self-attention")
         context = x if context is None else context
         if context.ndim != 3 or context.shape[0] != x.shape[0]:
             raise ValueError(f"context must have shape (B={x.shape[0]}, S, D), got {context.shape}")
-        T, S = x.shape[1], context.shape[1]
         q, k, v = self._project(x, context, query_pos, key_pos)  # (B, T, N, H), (B, S, N, H) x2
+        window = cfg.window
+        if cache is not None:  # write the new keys/values, then attend over every slot
+            cache = cache.write(cache_slots, k, v)
+            k, v = cache.keys.astype(q.dtype), cache.values.astype(q.dtype)  # (B, C, N, H)
+            if window:  # the window by position: slots hold tokens out of order
+                distance = positions[:, None] - context_positions[None, :]  # (T, C)
+                mask = mask & (distance < window)
+                window = None
+        T, S = q.shape[1], k.shape[1]
         if cfg.position != "none":
             positions = jnp.arange(S - T, S) if positions is None else positions
             context_positions = (positions if context is x else jnp.arange(S)) if context_positions is None \
@@ -201,8 +185,9 @@ class MultiHeadAttention(nnx.Module):
             else:
                 alibi = alibi_bias(self.num_heads, positions, context_positions)  # (1|B, N, T, S)
                 bias = alibi if bias is None else bias + alibi
-        out, _ = self.attend(q, k, v, mask=mask, bias=bias, is_causal=is_causal)
-        return self._output(out, x)
+        out, _ = self.attend(q, k, v, mask=mask, bias=bias, is_causal=is_causal, window=window)
+        out = self._output(out, x)
+        return out if cache is None else (out, cache)
 
     def _project(self, x: Array, context: Array, query_pos: Array | None = None,
                  key_pos: Array | None = None) -> tuple[Array, Array, Array]:
@@ -226,52 +211,12 @@ class MultiHeadAttention(nnx.Module):
         """An empty KV cache of `size` slots for this layer."""
         return KVCache.zeros(batch_size, size, self.num_heads, self.head_dim, dtype)
 
-    def decode(self, x: Array, cache: KVCache, *, slots: Array, positions: Array, cache_positions: Array,
-               mask: Array) -> tuple[Array, KVCache]:
-        """Self-attention of T new tokens over a KV cache (incremental decoding).
-
-        Writes the new tokens' keys (un-rotated) and values into `slots`, then lets
-        each new token attend to the cache slots its `mask` row allows, with RoPE /
-        ALiBi evaluated at the positions given, not at slot indices. The layer's own
-        sliding window (config.window) is applied by position.
-
-        Args:
-          x: (B, T, D) the new tokens' inputs.
-          cache: KVCache with C slots.
-          slots: (T,) int, the slot each new token is written to.
-          positions: (T,) int, the new tokens' positions.
-          cache_positions: (C,) int, the position of every slot's token after the write.
-          mask: (T, C) bool, True = the new token may attend to that slot (after the write).
-
-        Returns:
-          (B, T, D) outputs and the updated cache.
-        """
-        cfg = self.config
-        q, k, v = self._project(x, x)  # (B, T, N, H) each
-        keys = cache.keys.at[:, slots].set(k.astype(cache.keys.dtype))  # (B, C, N, H)
-        values = cache.values.at[:, slots].set(v.astype(cache.values.dtype))
-        distance = positions[:, None] - cache_positions[None, :]  # (T, C)
-        if cfg.window:
-            mask = mask & (distance < cfg.window)
-        k_all, bias = keys.astype(q.dtype), None
-        if cfg.position == "rope":
-            q = apply_rope(q, positions, base=cfg.rope_base)
-            k_all = apply_rope(k_all, cache_positions, base=cfg.rope_base)
-        elif cfg.position == "alibi":
-            bias = alibi_bias(self.num_heads, positions, cache_positions)  # (1, N, T, C)
-        out, _ = self.attend(q, k_all, values.astype(q.dtype), mask=mask[None, None], bias=bias, use_window=False)
-        return self._output(out, x), KVCache(keys, values)
-
     def attend(self, q: Array, k: Array, v: Array, *, mask: Array | None = None, bias: Array | None = None,
-               is_causal: bool = False, use_window: bool = True) -> tuple[Array, Array | None]:
-        """The attention maths on (B, T, N, H) heads, as the config says; records maps when asked.
-
-        use_window=False skips config.window (the caller has put it into `mask`).
-        """
+               is_causal: bool = False, window: int | None = None) -> tuple[Array, Array | None]:
+        """The attention maths on (B, T, N, H) heads, as the config says; sows the maps while recording."""
         cfg = self.config
-        recorder = _RECORDER.get()
+        recording = self.record_attention is not None
         T, S = q.shape[1], k.shape[1]
-        window = cfg.window if use_window else None
         if cfg.normalizer == "ssmax":  # logits * s_h * log n == (q * s_h) . k * log n
             q = q * self.ssmax_scale[...][:, None].astype(q.dtype)
         if cfg.fn is not None:
@@ -283,18 +228,18 @@ class MultiHeadAttention(nnx.Module):
             chunk = cfg.chunk_size
             if chunk == "auto":
                 chunk = attn_lib.auto_chunk_size(T, S)
-            if recorder is not None or cfg.normalizer not in ("softmax", "softmax1", "ssmax"):
+            if recording or cfg.normalizer not in attn_lib.ONLINE_NORMALIZERS:
                 chunk = None  # maps are wanted, or the normalizer has no online form
             out, weights = attn_lib.dot_product_attention(
                 q, k, v, mask, bias=bias, normalizer=cfg.normalizer,
                 sink=self.sink_logit[...] if cfg.sink else None,
-                is_causal=is_causal, window=window, chunk_size=chunk)
-        if recorder is not None:
-            entry = {"weights": weights}
-            if _RECORD_LOGITS.get():
+                is_causal=is_causal, window=window, logit_cap=cfg.logit_cap, chunk_size=chunk)
+        if recording:
+            logits = None
+            if self.record_attention.logits:  # (B, N, T, S), before bias and mask
                 logits = jnp.einsum("btnh,bsnh->bnts", q.astype(jnp.float32), k.astype(jnp.float32))
-                entry["logits"] = logits / math.sqrt(self.head_dim)  # (B, N, T, S), before bias and mask
-            recorder.append((self, entry))
+                logits = logits / math.sqrt(self.head_dim)
+            sow_attention(self, weights, logits)
         return out, weights
 
 
@@ -358,13 +303,24 @@ class Block(nnx.Module):
     def __call__(self, x: Array, *, mask: Array | None = None, is_causal: bool = False,
                  positions: Array | None = None, context: Array | None = None, context_mask: Array | None = None,
                  query_pos: Array | None = None, context_pos: Array | None = None, bias: Array | None = None,
-                 cross_bias: Array | None = None) -> Array:
+                 cross_bias: Array | None = None, cache: KVCache | None = None, cache_slots: Array | None = None,
+                 cache_positions: Array | None = None) -> Array | tuple[Array, KVCache]:
         """x (B, T, D) -> (B, T, D). query_pos is added to queries and keys of the
         self-attention and to queries of the cross-attention; context_pos to the
-        cross-attention keys (DETR)."""
-        x = self._sublayer(0, x, lambda h: self.attn(
-            h, mask=mask, bias=bias, is_causal=is_causal, positions=positions, query_pos=query_pos,
-            key_pos=query_pos))
+        cross-attention keys (DETR). With `cache=` (and `cache_slots`, `cache_positions`,
+        see `MultiHeadAttention`), the self-attention decodes with a KV cache and the
+        block returns (x, the updated cache)."""
+        new_cache = []
+
+        def self_attention(h):
+            y = self.attn(h, mask=mask, bias=bias, is_causal=is_causal, positions=positions, query_pos=query_pos,
+                          key_pos=query_pos, cache=cache, cache_slots=cache_slots, context_positions=cache_positions)
+            if cache is not None:
+                y, c = y
+                new_cache.append(c)
+            return y
+
+        x = self._sublayer(0, x, self_attention)
         i = 1
         if self.cross_attn is not None:
             if context is None:
@@ -374,31 +330,7 @@ class Block(nnx.Module):
             i += 1
         if self.mlp is not None:
             x = self._sublayer(i, x, self.mlp)
-        return x
-
-    def decode(self, x: Array, cache: KVCache, *, slots: Array, positions: Array, cache_positions: Array,
-               mask: Array, context: Array | None = None, context_mask: Array | None = None
-               ) -> tuple[Array, KVCache]:
-        """The block on T new tokens with a KV cache for its self-attention (see
-        `MultiHeadAttention.decode` for the arguments); returns (x (B, T, D), cache)."""
-        new_cache = []
-
-        def attend(h):
-            y, c = self.attn.decode(h, cache, slots=slots, positions=positions,
-                                    cache_positions=cache_positions, mask=mask)
-            new_cache.append(c)
-            return y
-
-        x = self._sublayer(0, x, attend)
-        i = 1
-        if self.cross_attn is not None:
-            if context is None:
-                raise ValueError("this block has cross-attention: pass context=(B, S, D)")
-            x = self._sublayer(i, x, lambda h: self.cross_attn(h, context, mask=context_mask))
-            i += 1
-        if self.mlp is not None:
-            x = self._sublayer(i, x, self.mlp)
-        return x, new_cache[0]
+        return x if cache is None else (x, new_cache[0])
 
 
 class LearnedPositions(nnx.Module):
@@ -452,74 +384,4 @@ class Decoder(nnx.Module):
         return outputs
 
 
-# -------------------------------------------------------------- capture_attention
-def attention_layer_names(model: nnx.Module) -> dict[int, str]:
-    """Map id(layer) -> dotted path ("blocks.0.attn") for every MultiHeadAttention in model."""
-    names = {}
-    for path, module in nnx.iter_modules(model):
-        if isinstance(module, MultiHeadAttention):
-            names[id(module)] = ".".join(str(p) for p in path) or "attn"
-    return names
-
-
-_CAPTURE_CACHE: dict[Any, Any] = {}
-
-
-def capture_attention(model: nnx.Module, *inputs, with_logits: bool = False, **kwargs):
-    """Run model(*inputs, **kwargs) under jit and return every attention layer's weights.
-
-    Works on any model built from `MultiHeadAttention`, self- and cross-attention,
-    without changes to model code; layers use the dense path while capturing.
-
-    Args:
-      model: an nnx.Module.
-      *inputs: positional arrays for the model call.
-      with_logits: also return the pre-softmax logits q.k/sqrt(H) (before bias/mask).
-      **kwargs: keyword arguments for the model call (arrays are traced, other
-        values are static).
-
-    Returns:
-      {layer_name: weights (B, N, T, S)}, ordered as the layers ran; with
-      with_logits=True, a pair (weights_dict, logits_dict).
-    """
-    graphdef, state = nnx.split(model)
-    array_kw = {k: v for k, v in kwargs.items() if isinstance(v, (jax.Array, jnp.ndarray)) or hasattr(v, "shape")}
-    static_kw = tuple(sorted((k, v) for k, v in kwargs.items() if k not in array_kw))
-    try:
-        cache_key = (graphdef, static_kw, with_logits, len(inputs), tuple(sorted(array_kw)))
-        hash(cache_key)
-    except TypeError:
-        cache_key = None
-    cached = _CAPTURE_CACHE.get(cache_key) if cache_key is not None else None
-    if cached is None:
-        order: list[str] = []  # layer names in call order, filled while tracing (jit sorts dict keys)
-
-        def run(state, inputs, array_kw):
-            m = nnx.merge(graphdef, state)
-            names = attention_layer_names(m)
-            with _recording(with_logits) as records:
-                m(*inputs, **array_kw, **dict(static_kw))
-            weights, logits = {}, {}
-            for layer, entry in records:
-                name = names.get(id(layer), type(layer).__name__)
-                if name in weights:  # a layer called twice: number the calls
-                    name = f"{name}#{sum(n.startswith(name) for n in weights)}"
-                weights[name] = entry["weights"]
-                if with_logits:
-                    logits[name] = entry["logits"]
-            order[:] = list(weights)
-            return [weights[n] for n in order], [logits[n] for n in order] if with_logits else []
-
-        cached = (jax.jit(run), order)
-        if cache_key is not None:
-            if len(_CAPTURE_CACHE) > 32:
-                _CAPTURE_CACHE.clear()
-            _CAPTURE_CACHE[cache_key] = cached
-    run, order = cached
-    weights, logits = run(state, inputs, array_kw)
-    weights = dict(zip(order, weights))
-    return (weights, dict(zip(order, logits))) if with_logits else weights
-
-
-__all__ = ["HeadGate", "Linear", "KVCache", "MultiHeadAttention", "MLP", "Block", "LearnedPositions", "Encoder",
-           "Decoder", "capture_attention", "attention_layer_names"]
+__all__ = ["HeadGate", "Linear", "MultiHeadAttention", "MLP", "Block", "LearnedPositions", "Encoder", "Decoder"]

@@ -44,6 +44,8 @@ class AttentionConfig:
     chunk_size: int | Literal["auto"] | None = "auto"
     """Key-block size of the memory-efficient path; "auto" chunks long inputs (S >= 2048)
     unless attention maps are being captured; None always uses the dense path."""
+    logit_cap: float | None = None
+    """Soft-cap the scaled logits to (-c, c) with c * tanh(x / c) (Gemma 2, Gemma Team 2024); None = off."""
     fn: AttentionFn | None = None
     """A custom attention function fn(q, k, v, mask, bias) -> (out, weights) replacing the maths."""
     ssmax_init: float = 0.3
@@ -60,6 +62,8 @@ class AttentionConfig:
             raise ValueError(f"position must be 'none', 'rope' or 'alibi', got {self.position!r}")
         if self.window is not None and self.window < 1:
             raise ValueError(f"window must be >= 1 or None, got {self.window}")
+        if self.logit_cap is not None and not (isinstance(self.logit_cap, (int, float)) and self.logit_cap > 0):
+            raise ValueError(f"logit_cap must be a number > 0 or None, got {self.logit_cap!r}")
         if self.sink and self.normalizer != "softmax":
             raise ValueError(f"sink=True needs normalizer='softmax', got {self.normalizer!r}")
         if not (self.chunk_size in ("auto", None) or (isinstance(self.chunk_size, int) and self.chunk_size > 0)):

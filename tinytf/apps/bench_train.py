@@ -10,7 +10,8 @@ from flax import nnx
 
 from tinytf.train.history import History
 from tinytf.checks import check_positive
-from tinytf.train.loop import _unpack_loss, fit
+from tinytf.train.loop import fit
+from tinytf.train.step import unpack_loss
 from tinytf.train.optim import make_optimizer
 from tinytf.train.losses import cross_entropy
 
@@ -94,7 +95,7 @@ def benchmark_fit_vs_nnx_jit(make_model: Callable[[], nnx.Module] | None = None,
         raise ValueError("benchmark_fit_vs_nnx_jit: give data and loss_fn with make_model")
     check_positive("steps", steps)
     check_positive("repeats", repeats)
-    scalar_loss = lambda m, b: _unpack_loss(loss_fn(m, b))[0]  # noqa: E731
+    scalar_loss = lambda m, b: unpack_loss(loss_fn(m, b))[0]  # noqa: E731
 
     # 1. The per-step nnx.jit loop.
     model = make_model()
@@ -190,7 +191,7 @@ def _matmul_gflops(n: int = 1024, repeats: int = 5) -> float:
 def _step_flops(model: nnx.Module, batch, loss_fn) -> float:
     """FLOPs of one training step's forward + backward, from XLA's cost analysis."""
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    grad = jax.jit(jax.grad(lambda p, b: _unpack_loss(loss_fn(nnx.merge(graphdef, p, rest), b))[0]))
+    grad = jax.jit(jax.grad(lambda p, b: unpack_loss(loss_fn(nnx.merge(graphdef, p, rest), b))[0]))
     cost = grad.lower(params, batch).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     return float(cost.get("flops", float("nan")))

@@ -13,7 +13,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from tinytf.nn import Block, capture_attention
+from tinytf.capture import capture_attention
+from tinytf.nn import Block
 from tinytf.variants import get_variant
 
 

@@ -48,7 +48,7 @@ def register(info: LessonInfo) -> None:
 
 def _lessons_dir() -> Path:
     """lessons/ next to the package (editable install / repo checkout), or $TINYTF_LESSONS_DIR, or ./lessons."""
-    candidates = [os.environ.get("TINYTF_LESSONS_DIR"), Path(__file__).resolve().parents[1] / "lessons",
+    candidates = [os.environ.get("TINYTF_LESSONS_DIR"), Path(__file__).resolve().parents[2] / "lessons",
                   Path.cwd() / "lessons"]
     for c in candidates:
         if c and Path(c).is_dir():

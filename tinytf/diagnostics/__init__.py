@@ -2,8 +2,7 @@
 
 Arrays in, numbers out; no plotting here (see `tinytf.plots`). Attention maps
 are `(B, N, T, S)` arrays or the dict `{layer_name: weights}` returned by
-`capture_attention(model, *inputs)` (implemented in `tinytf.nn`, re-exported
-here). Each docstring cites the paper that defines its metric and the section
+`tinytf.capture.capture_attention(model, *inputs)`. Each docstring cites the paper that defines its metric and the section
 of the project's PHENOMENA notes (§N) with the toy recipe.
 
 Read in this order:
@@ -59,12 +58,11 @@ from tinytf.diagnostics.queries import (
 from tinytf.diagnostics.representations import rank_residual, singular_values
 from tinytf.diagnostics.similarity import cross_layer_similarity, js_divergence
 
-from tinytf.nn import capture_attention  # lives with the layers; re-exported here
 
 
 __all__ = [
     "aopc", "attention_entropy", "attention_rollout", "attribution_report", "bos_mass",
-    "capture_attention", "cross_layer_similarity", "deletion_curve", "detr_query_report",
+    "cross_layer_similarity", "deletion_curve", "detr_query_report",
     "entropy_stats", "grad_times_input", "head_gates", "head_importance", "head_mask",
     "importance_order", "js_divergence", "kendall_tau", "max_attention_logit", "max_logit",
     "needle_mass", "null_mass", "pairwise_cosine", "pairwise_js", "positional_encoding_similarity",

@@ -5,8 +5,8 @@ tokens). Read `lm.py` first; `vit.py` reuses the same blocks on image patches.
 """
 
 from tinytf.models.detr import DETR, DETRConfig
-from tinytf.models.lm import CachePolicy, CausalLM, LMConfig, streaming_forward, streaming_nll
+from tinytf.models.lm import CausalLM, LMConfig, streaming_forward, streaming_nll
 from tinytf.models.vit import PatchEmbed, ViT, ViTConfig
 
-__all__ = ["LMConfig", "CausalLM", "CachePolicy", "streaming_forward", "streaming_nll",
+__all__ = ["LMConfig", "CausalLM", "streaming_forward", "streaming_nll",
            "ViTConfig", "ViT", "PatchEmbed", "DETRConfig", "DETR"]

@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from tinytf.capture import capture_attention
 from tinytf.nn import MLP, Block, Linear, MultiHeadAttention
 from tinytf.positional import sine_2d
 from tinytf.variants import AttentionConfig
@@ -353,8 +354,6 @@ class DETR(nnx.Module):
         Returns:
           (B, N, Q, h, w) attention weights (each (h, w) map sums to 1 over the cells).
         """
-        from tinytf.nn import capture_attention
-
         L = self.cfg.decoder_layers
         if isinstance(layer, bool) or not isinstance(layer, int) or not -L <= layer < L:
             raise ValueError(f"layer must be an int in [{-L}, {L}) for {L} decoder layers, got {layer!r}")

@@ -4,8 +4,8 @@ Reading order:
   1. `LMConfig` and its presets (`tiny`, `micro`);
   2. `CausalLM.__call__`: the parallel, causally masked forward pass used for training
      (decoder-only, pre-norm, as GPT-2, Radford et al. 2019);
-  3. `CachePolicy`: which token lives in which KV-cache slot, at which position;
-  4. the incremental path: `CausalLM.generate`, `streaming_forward`, `streaming_nll`.
+  3. the incremental path, with a `tinytf.cache.CachePolicy` deciding which token lives in
+     which KV-cache slot, at which position: `CausalLM.generate`, `streaming_forward`, `streaming_nll`.
 
 Positions: a learned table or sinusoids added to the embeddings (Vaswani et al. 2017),
 RoPE on queries/keys (Su et al. 2021), an ALiBi bias (Press et al. 2022), or none.
@@ -27,7 +27,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from tinytf.nn import Block, KVCache, LearnedPositions, Linear, _recording, attention_layer_names
+from tinytf.cache import CachePolicy, KVCache
+from tinytf.capture import record_attention
+from tinytf.nn import Block, LearnedPositions, Linear
 from tinytf.positional import sinusoidal
 from tinytf.variants import AttentionConfig, get_variant
 
@@ -243,81 +245,17 @@ class CausalLM(nnx.Module):
                          num_prompt=P, greedy=temperature == 0, top_k=top_k)
 
 
-# ------------------------------------------------------------------- cache policy
-@dataclass(frozen=True, kw_only=True)
-class CachePolicy:
-    """Which token lives in which KV-cache slot, at which position (StreamingLLM, Xiao et al. 2023).
-
-    The cache has `size` = C slots. Slots 0..sinks-1 keep the first tokens for ever
-    (the "attention sinks"); the other C - sinks slots are a ring buffer of the most
-    recent tokens: token t >= sinks goes to slot sinks + (t - sinks) % window.
-
-    Positions are cache-relative by default: once the cache is full, the cached tokens
-    ordered [sinks..., recent...] get positions 0..C-1, so no position ever exceeds
-    C - 1. Inside the recent window that keeps the offsets between tokens (RoPE and
-    ALiBi only see offsets); only the sinks move closer. relative=False uses the
-    positions in the original text.
-    """
-
-    size: int
-    """C, the number of slots."""
-    sinks: int
-    """Slots that keep the first tokens (min(sink_tokens, C))."""
-    window: int
-    """Length of the ring of recent tokens (for window=None: the whole sequence)."""
-    relative: bool = True
-
-    @classmethod
-    def make(cls, length: int, *, window: int | None = None, sink_tokens: int = 0,
-             relative: bool = True) -> "CachePolicy":
-        """The policy for a stream of `length` tokens keeping `sink_tokens` + the last `window`."""
-        if window is not None and (not isinstance(window, int) or isinstance(window, bool) or window < 1):
-            raise ValueError(f"window must be a positive int or None, got {window!r}")
-        if not isinstance(sink_tokens, int) or isinstance(sink_tokens, bool) or sink_tokens < 0:
-            raise ValueError(f"sink_tokens must be an int >= 0, got {sink_tokens!r}")
-        ring = length if window is None else window
-        size = min(length, sink_tokens + ring)
-        return cls(size=size, sinks=min(sink_tokens, size), window=ring, relative=bool(relative))
-
-    def slots(self, t: Array) -> Array:
-        """Slot of token t (any int array shape)."""
-        return jnp.where(t < self.sinks, t, self.sinks + (t - self.sinks) % self.window)
-
-    def contents(self, t: Array) -> tuple[Array, Array]:
-        """After token t (scalar) is written: each slot's token index (C,) and whether it holds one (C,)."""
-        s = jnp.arange(self.size)
-        ring = t - (t - s) % self.window  # latest t' <= t with slot(t') = s  (s >= sinks)
-        index = jnp.where(s < self.sinks, s, ring)
-        valid = jnp.where(s < self.sinks, s <= t, ring >= self.sinks)
-        return index, valid
-
-    def positions(self, t: Array, index: Array) -> tuple[Array, Array]:
-        """Positions of the queries t (T,) and of the slots' tokens `index` (C,).
-
-        Uses the shift of the last query; a parallel step never evicts (all shifts are 0).
-        """
-        if not self.relative:
-            return t, index
-        shift = jnp.maximum(0, t[-1] - (self.size - 1))  # how far the ring has moved past a full cache
-        return t - shift, jnp.where(jnp.arange(self.size) < self.sinks, index, index - shift)
-
-
 def _decode_step(model: CausalLM, caches: list[KVCache], tokens: Array, t0, policy: CachePolicy):
     """Run T new tokens at text positions t0..t0+T-1 through the model with its cache.
 
-    T > 1 only while nothing is evicted (t0 + T <= C): then the parallel step is
-    exactly T single steps. Returns (logits (B, T, V), caches).
+    Returns (logits (B, T, V), caches).
     """
-    T = tokens.shape[1]
-    t = t0 + jnp.arange(T)  # (T,) text positions
-    slots = policy.slots(t)  # (T,)
-    index, valid = policy.contents(t[-1])  # (C,), (C,)
-    q_pos, k_pos = policy.positions(t, index)  # (T,), (C,)
-    mask = valid[None, :] & (index[None, :] <= t[:, None])  # (T, C) causal over the cache
+    slots, q_pos, k_pos, mask = policy.step(t0, tokens.shape[1])
     h = model._embed(tokens, q_pos)  # (B, T, D)
     new_caches = []
     for block, cache in zip(model.blocks, caches):
-        h, cache = block.decode(h, cache, slots=slots, positions=q_pos, cache_positions=k_pos, mask=mask)
+        h, cache = block(h, mask=mask[None, None], positions=q_pos, cache=cache, cache_slots=slots,
+                         cache_positions=k_pos)
         new_caches.append(cache)
     return model._logits(h), new_caches
 
@@ -389,18 +327,18 @@ def streaming_forward(model: CausalLM, tokens: Array, *, window: int | None = No
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "policy", "return_attention"))
 def _streaming(graphdef, state, tokens, *, policy, return_attention):
-    model = nnx.merge(graphdef, state)
-    names = attention_layer_names(model)
     B, L = tokens.shape
     first = policy.size  # tokens 0..C-1 fill the cache without eviction: one parallel step
 
     def run(caches, chunk, t0):  # one decode step, recording attention if asked
-        with _recording() as records:
-            logits, caches = _decode_step(model, caches, chunk, t0, policy)
-        weights = {names[id(layer)]: entry["weights"] for layer, entry in records} if return_attention else {}
+        model = nnx.merge(graphdef, state)  # a copy at this trace level (inside the scan when t0 is traced)
+        if not return_attention:
+            return (*_decode_step(model, caches, chunk, t0, policy), {})
+        (logits, caches), weights = record_attention(
+            lambda m: _decode_step(m, caches, chunk, t0, policy), model)(model)
         return logits, caches, weights  # weights: {name: (B, N, T, C)}
 
-    logits, caches, weights = run(model.init_cache(B, policy.size), tokens[:, :first], 0)
+    logits, caches, weights = run(nnx.merge(graphdef, state).init_cache(B, policy.size), tokens[:, :first], 0)
 
     def step(caches, t):
         logits, caches, w = run(caches, jax.lax.dynamic_slice_in_dim(tokens, t, 1, axis=1), t)
@@ -439,4 +377,4 @@ def streaming_nll(model: CausalLM, tokens: Array, *, window: int | None = None, 
     return -jnp.take_along_axis(logp, jnp.asarray(tokens)[:, 1:, None], axis=-1)[..., 0]
 
 
-__all__ = ["LMConfig", "CausalLM", "CachePolicy", "streaming_forward", "streaming_nll", "POSITIONS"]
+__all__ = ["LMConfig", "CausalLM", "streaming_forward", "streaming_nll", "POSITIONS"]

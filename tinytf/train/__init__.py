@@ -1,10 +1,12 @@
 """Training: ``fit`` and what it needs, one concept per file.
 
 Reading order:
-  losses.py  — ``cross_entropy`` and ``accuracy``, masked, in float32;
-  optim.py   — ``make_optimizer``: AdamW + warmup/cosine schedule + clipping;
-  history.py — ``History`` (what fit records) and orbax checkpoints;
-  loop.py    — ``fit``: one jit-compiled on-device loop over many steps per call;
+  losses.py      — ``cross_entropy`` and ``accuracy``, masked, in float32;
+  optim.py       — ``make_optimizer``: AdamW + warmup/cosine schedule + clipping;
+  history.py     — ``History``: what fit records;
+  checkpoints.py — orbax save / restore;
+  step.py        — one training step and the on-device loop over many (the device side);
+  loop.py        — ``fit``: the host side, top to bottom.
 """
 
 from tinytf.train.history import History
