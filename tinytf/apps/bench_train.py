@@ -18,6 +18,23 @@ from tinytf.train.losses import cross_entropy
 # -------------------------------------------------------------------------- benchmark
 
 
+def _stock_blocks(d_model: int, num_heads: int, layers: int, rngs: nnx.Rngs) -> nnx.List:
+    """Pre-norm transformer blocks from Flax's stock layers (nnx.MultiHeadAttention, nnx.Linear)."""
+    return nnx.List([nnx.Dict(
+        norm1=nnx.LayerNorm(d_model, rngs=rngs), norm2=nnx.LayerNorm(d_model, rngs=rngs),
+        attn=nnx.MultiHeadAttention(num_heads, d_model, decode=False, rngs=rngs),
+        up=nnx.Linear(d_model, 4 * d_model, rngs=rngs),
+        down=nnx.Linear(4 * d_model, d_model, rngs=rngs)) for _ in range(layers)])
+
+
+def _stock_forward(blocks, x, mask=None):
+    """x (B, T, D) through the stock blocks: x + attn(norm(x)), x + MLP(norm(x))."""
+    for b in blocks:
+        x = x + b.attn(b.norm1(x), mask=mask)
+        x = x + b.down(jax.nn.gelu(b.up(b.norm2(x))))
+    return x
+
+
 class _BenchLM(nnx.Module):
     """A tiny pre-norm transformer LM from Flax's stock layers, only for the benchmark."""
 
@@ -25,11 +42,7 @@ class _BenchLM(nnx.Module):
                  length: int = 16, *, rngs: nnx.Rngs):
         self.embed = nnx.Embed(vocab, d_model, rngs=rngs)
         self.pos = nnx.Param(0.02 * jax.random.normal(rngs.params(), (length, d_model)))
-        self.blocks = nnx.List([nnx.Dict(
-            norm1=nnx.LayerNorm(d_model, rngs=rngs), norm2=nnx.LayerNorm(d_model, rngs=rngs),
-            attn=nnx.MultiHeadAttention(num_heads, d_model, decode=False, rngs=rngs),
-            up=nnx.Linear(d_model, 4 * d_model, rngs=rngs),
-            down=nnx.Linear(4 * d_model, d_model, rngs=rngs)) for _ in range(layers)])
+        self.blocks = _stock_blocks(d_model, num_heads, layers, rngs)
         self.norm = nnx.LayerNorm(d_model, rngs=rngs)
         self.head = nnx.Linear(d_model, vocab, rngs=rngs)
 
@@ -37,9 +50,7 @@ class _BenchLM(nnx.Module):
         T = tokens.shape[1]
         x = self.embed(tokens) + self.pos[:T]  # (B, T, D)
         mask = nnx.make_causal_mask(tokens)  # (B, 1, T, T)
-        for b in self.blocks:
-            x = x + b.attn(b.norm1(x), mask=mask)
-            x = x + b.down(jax.nn.gelu(b.up(b.norm2(x))))
+        x = _stock_forward(self.blocks, x, mask)
         return self.head(self.norm(x))
 
 
@@ -146,7 +157,6 @@ def benchmark_fit_vs_nnx_jit(make_model: Callable[[], nnx.Module] | None = None,
     return result
 
 
-
 # ------------------------------------------------------------------ tinytf presets
 class _StockViT(nnx.Module):
     """ViTConfig.tiny16() rebuilt from Flax's stock layers (nnx.Conv, nnx.MultiHeadAttention)."""
@@ -156,11 +166,7 @@ class _StockViT(nnx.Module):
         self.patch = nnx.Conv(3, d_model, kernel_size=(patch, patch), strides=(patch, patch), rngs=rngs)
         self.cls = nnx.Param(jnp.zeros((1, 1, d_model)))
         self.pos = nnx.Param(0.02 * jax.random.normal(rngs.params(), (1 + (image // patch) ** 2, d_model)))
-        self.blocks = nnx.List([nnx.Dict(
-            norm1=nnx.LayerNorm(d_model, rngs=rngs), norm2=nnx.LayerNorm(d_model, rngs=rngs),
-            attn=nnx.MultiHeadAttention(num_heads, d_model, decode=False, rngs=rngs),
-            up=nnx.Linear(d_model, 4 * d_model, rngs=rngs),
-            down=nnx.Linear(4 * d_model, d_model, rngs=rngs)) for _ in range(layers)])
+        self.blocks = _stock_blocks(d_model, num_heads, layers, rngs)
         self.norm = nnx.LayerNorm(d_model, rngs=rngs)
         self.head = nnx.Linear(d_model, num_classes, rngs=rngs)
 
@@ -169,9 +175,7 @@ class _StockViT(nnx.Module):
         B = x.shape[0]
         x = x.reshape(B, -1, x.shape[-1])  # (B, P, D)
         x = jnp.concatenate([jnp.broadcast_to(self.cls[...], (B, 1, x.shape[-1])), x], axis=1) + self.pos[...]
-        for b in self.blocks:
-            x = x + b.attn(b.norm1(x))
-            x = x + b.down(jax.nn.gelu(b.up(b.norm2(x))))
+        x = _stock_forward(self.blocks, x)
         return self.head(self.norm(x)[:, 0])
 
 

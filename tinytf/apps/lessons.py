@@ -25,7 +25,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tinytf.apps.claims import Claim, LessonResult
+from tinytf.apps.claims import LessonResult
+
 
 @dataclass(frozen=True)
 class LessonInfo:

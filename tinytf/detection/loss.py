@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from tinytf.detection.boxes import box_cxcywh_to_xyxy, denormalize_boxes, generalized_box_iou
-from tinytf.detection.matching import _check_set, hungarian_match
+from tinytf.detection.matching import check_prediction_set, hungarian_match
 
 # ----------------------------------------------------------------------------------------------
 # 4. The DETR set loss
@@ -76,7 +76,7 @@ def detr_loss(outputs: Mapping, targets: Mapping, *, num_classes: int, eos_coef:
       layer, unweighted), "loss_aux" (weighted sum over auxiliary layers), "class_accuracy" (of
       matched queries) and "cardinality_error" (|#predicted objects - #targets| per image).
     """
-    logits, boxes, labels, tgt_boxes, valid = _check_set(
+    logits, boxes, labels, tgt_boxes, valid = check_prediction_set(
         outputs["logits"], outputs["boxes"], targets["labels"], targets["boxes"],
         targets.get("valid"))
     if logits.shape[-1] != num_classes + 1:

@@ -52,7 +52,7 @@ def matching_cost(pred_logits: jax.Array, pred_boxes: jax.Array, tgt_labels: jax
     Returns:
       (B, Q, M) float32 costs.
     """
-    pred_logits, pred_boxes, tgt_labels, tgt_boxes, _ = _check_set(
+    pred_logits, pred_boxes, tgt_labels, tgt_boxes, _ = check_prediction_set(
         pred_logits, pred_boxes, tgt_labels, tgt_boxes, None)
     prob = jax.nn.softmax(pred_logits.astype(jnp.float32), axis=-1)  # (B, Q, C+1)
     onehot = jax.nn.one_hot(tgt_labels, pred_logits.shape[-1])  # (B, M, C+1); label -1 -> zeros
@@ -124,7 +124,7 @@ def hungarian_match(pred_logits: jax.Array, pred_boxes: jax.Array, tgt_labels: j
     Returns:
       pred_index: (B, M) int32 prediction for each target; matched: (B, M) bool.
     """
-    pred_logits, pred_boxes, tgt_labels, tgt_boxes, tgt_valid = _check_set(
+    pred_logits, pred_boxes, tgt_labels, tgt_boxes, tgt_valid = check_prediction_set(
         pred_logits, pred_boxes, tgt_labels, tgt_boxes, tgt_valid)
     cost = matching_cost(jax.lax.stop_gradient(pred_logits), jax.lax.stop_gradient(pred_boxes),
                          tgt_labels, jax.lax.stop_gradient(tgt_boxes),
@@ -132,7 +132,8 @@ def hungarian_match(pred_logits: jax.Array, pred_boxes: jax.Array, tgt_labels: j
     return match_targets(cost, tgt_valid)
 
 
-def _check_set(logits, boxes, labels, tgt_boxes, valid):
+def check_prediction_set(logits, boxes, labels, tgt_boxes, valid):
+    """Check a batch of predictions (B, Q, C+1), (B, Q, 4) against targets (B, M), (B, M, 4), (B, M); as arrays."""
     logits, boxes = jnp.asarray(logits), jnp.asarray(boxes)
     labels, tgt_boxes = jnp.asarray(labels), jnp.asarray(tgt_boxes)
     if logits.ndim != 3 or logits.shape[-1] < 2:

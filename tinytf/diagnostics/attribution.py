@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tinytf.diagnostics.maps import _layers
+from tinytf.diagnostics.common import as_layers
 
 Array = jax.Array
 
@@ -46,13 +46,7 @@ def attention_rollout(maps, *, residual: float = 0.5, layers=None) -> Array:
     Returns:
       (B, T, T) rollout matrices; rows sum to 1 when the maps' rows do.
     """
-    items = _layers(maps)
-    if layers is not None:
-        lookup = dict(items)
-        missing = [n for n in layers if n not in lookup]
-        if missing:
-            raise ValueError(f"layers {missing} not in maps: available {list(lookup)}")
-        items = [(n, lookup[n]) for n in layers]
+    items = as_layers(maps, layers=layers)
     if not 0.0 <= residual <= 1.0:
         raise ValueError(f"residual={residual}: expected a weight in [0, 1]")
     rollout = None

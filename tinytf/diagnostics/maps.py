@@ -23,45 +23,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tinytf.diagnostics.common import as_layers, as_weights, broadcast_mask, xlogx
+
 Array = jax.Array
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _weights(weights, name: str = "weights") -> Array:
-    """Check that `weights` is a 4-D attention map (B, N, T, S)."""
-    w = jnp.asarray(weights)
-    if w.ndim != 4:
-        raise ValueError(f"{name} has shape {tuple(w.shape)}: expected attention weights (B, N, T, S)")
-    return w
-
-
-def _layers(maps, name: str = "maps") -> list[tuple[str, Array]]:
-    """A dict {name: (B,N,T,S)}, a list of (B,N,T,S) or one (B,N,T,S) array -> [(name, weights)]."""
-    if isinstance(maps, Mapping):
-        items = list(maps.items())
-    elif isinstance(maps, (list, tuple)):
-        items = [(str(i), m) for i, m in enumerate(maps)]
-    else:
-        arr = jnp.asarray(maps)
-        if arr.ndim == 5:  # (L, B, N, T, S) stacked layers
-            items = [(str(i), arr[i]) for i in range(arr.shape[0])]
-        else:
-            items = [("0", arr)]
-    if not items:
-        raise ValueError(f"{name} is empty: expected at least one attention map")
-    return [(str(k), _weights(v, f"{name}[{k!r}]")) for k, v in items]
-
-
-def _broadcast_mask(mask, shape: tuple[int, ...], name: str = "mask") -> Array:
-    """Broadcast a boolean mask to `shape`, with an error naming both shapes."""
-    mask = jnp.asarray(mask, dtype=bool)
-    try:
-        np.broadcast_shapes(mask.shape, shape)
-    except ValueError:
-        raise ValueError(f"{name} has shape {tuple(mask.shape)}: not broadcastable to the weights' shape {shape}") from None
-    return jnp.broadcast_to(mask, shape)
 
 
 def _causal(T: int, S: int) -> Array:
@@ -85,12 +52,6 @@ def _masked_mean(values: Array, valid: Array, axis) -> Array:
     total = (values * valid).sum(axis)
     count = valid.sum(axis)
     return total / jnp.maximum(count, 1.0)
-
-
-def _xlogx(p: Array) -> Array:
-    """p log p with 0 log 0 = 0 and finite gradients at 0."""
-    safe = jnp.where(p > 0, p, 1.0)
-    return jnp.where(p > 0, p * jnp.log(safe), 0.0)
 
 
 # --------------------------------------------------------------------------- 1. entropy and logits
@@ -124,12 +85,12 @@ def attention_entropy(weights, mask=None, *, is_causal: bool = False, skip_first
     Returns:
       (N,) mean entropy per head.
     """
-    w = _weights(weights)
+    w = as_weights(weights)
     B, N, T, S = w.shape
-    ent = -_xlogx(w.astype(jnp.float32)).sum(-1)  # (B, N, T)
+    ent = -xlogx(w.astype(jnp.float32)).sum(-1)  # (B, N, T)
     visible = None
     if mask is not None:
-        visible = _broadcast_mask(mask, w.shape)
+        visible = broadcast_mask(mask, w.shape)
     if is_causal:
         causal = jnp.broadcast_to(_causal(T, S), w.shape)
         visible = causal if visible is None else visible & causal
@@ -155,7 +116,7 @@ def entropy_stats(maps, **kwargs) -> dict:
        "entropy_min": scalar entropy of the lowest-entropy head (the collapse
        signal of Zhai et al. 2023), "per_head": {layer_name: (N,)}}.
     """
-    per_head = {name: attention_entropy(w, **kwargs) for name, w in _layers(maps)}
+    per_head = {name: attention_entropy(w, **kwargs) for name, w in as_layers(maps)}
     flat = jnp.concatenate([v for v in per_head.values()])
     return {"entropy_mean": flat.mean(), "entropy_min": flat.min(), "per_head": per_head}
 
@@ -181,9 +142,9 @@ def max_logit(logits, mask=None, *, per_head: bool = False) -> Array:
     if isinstance(logits, Mapping):
         per_layer = {name: max_logit(v, mask, per_head=per_head) for name, v in logits.items()}
         return per_layer if per_head else jnp.stack(list(per_layer.values())).max()
-    s = jnp.abs(_weights(logits, "logits").astype(jnp.float32))
+    s = jnp.abs(as_weights(logits, "logits").astype(jnp.float32))
     if mask is not None:
-        s = jnp.where(_broadcast_mask(mask, s.shape), s, 0.0)
+        s = jnp.where(broadcast_mask(mask, s.shape), s, 0.0)
     return s.max(axis=(0, 2, 3)) if per_head else s.max()
 
 
@@ -235,7 +196,7 @@ def sink_scores(weights, k: int = 0, *, causal: bool = True) -> Array:
     Returns:
       (B, N) alpha_k per example and head.
     """
-    w = _weights(weights)
+    w = as_weights(weights)
     T = w.shape[2]
     if not 0 <= k < min(T, w.shape[3]):
         raise ValueError(f"k={k} is outside the map: expected 0 <= k < {min(T, w.shape[3])} for weights {tuple(w.shape)}")
@@ -262,7 +223,7 @@ def sink_rate(maps, *, eps: float = 0.3, k: int = 0, causal: bool = True) -> Arr
     Returns:
       scalar in [0, 100].
     """
-    hits = [(sink_scores(w, k, causal=causal) > eps).reshape(-1) for _, w in _layers(maps)]
+    hits = [(sink_scores(w, k, causal=causal) > eps).reshape(-1) for _, w in as_layers(maps)]
     return 100.0 * jnp.concatenate(hits).astype(jnp.float32).mean()
 
 
@@ -284,7 +245,7 @@ def bos_mass(maps, query_mask=None, *, key_index: int = 0, per_head: bool = Fals
       `per_head`: (N,) for one array, {layer: (N,)} for a dict/list.
     """
     out = {}
-    for name, w in _layers(maps):
+    for name, w in as_layers(maps):
         B, N, T, S = w.shape
         if not 0 <= key_index < S:
             raise ValueError(f"key_index={key_index} is outside the {S} keys of layer {name!r}")
@@ -312,11 +273,11 @@ def null_mass(maps, query_mask=None, *, mask=None, per_head: bool = False):
       scalar, or per-head values as in `bos_mass`.
     """
     out = {}
-    for name, w in _layers(maps):
+    for name, w in as_layers(maps):
         B, N, T, S = w.shape
         valid = jnp.broadcast_to(_query_mask(query_mask, B, T)[:, None, :], (B, N, T))
         if mask is not None:
-            valid = valid & _broadcast_mask(mask, w.shape).any(-1)
+            valid = valid & broadcast_mask(mask, w.shape).any(-1)
         null = 1.0 - w.astype(jnp.float32).sum(-1)  # (B, N, T)
         out[name] = _masked_mean(null, valid, axis=(0, 2))  # (N,)
     return _reduce_layers(maps, out, per_head)
@@ -348,7 +309,7 @@ def needle_mass(weights, query_index, needle_index, *, per_example: bool = False
     Returns:
       scalar batch mean, or (B,).
     """
-    w = _weights(weights)
+    w = as_weights(weights)
     B, N, T, S = w.shape
     q = jnp.broadcast_to(jnp.asarray(query_index, dtype=jnp.int32), (B,))
     n = jnp.broadcast_to(jnp.asarray(needle_index, dtype=jnp.int32), (B,))

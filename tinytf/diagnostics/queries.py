@@ -22,8 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tinytf.diagnostics.maps import _xlogx
-from tinytf.diagnostics.similarity import _cosine, js_divergence
+from tinytf.diagnostics.common import cosine, xlogx
+from tinytf.diagnostics.similarity import js_divergence
 
 Array = jax.Array
 
@@ -60,7 +60,7 @@ def pairwise_cosine(vectors) -> Array:
       (...,) mean pairwise cosine.
     """
     v = jnp.asarray(vectors, jnp.float32)
-    cos = _cosine(v[..., :, None, :], v[..., None, :, :])  # (..., Q, Q)
+    cos = cosine(v[..., :, None, :], v[..., None, :, :])  # (..., Q, Q)
     return _pair_mean(cos)
 
 
@@ -97,7 +97,7 @@ def query_map_similarity(weights) -> dict:
     """
     a = _query_maps(weights)
     rows = a / jnp.maximum(a.sum(-1, keepdims=True), 1e-12)
-    entropy = -_xlogx(rows).sum(-1).mean()
+    entropy = -xlogx(rows).sum(-1).mean()
     return {"cosine": pairwise_cosine(a).mean(), "js": pairwise_js(a).mean(), "entropy": entropy}
 
 

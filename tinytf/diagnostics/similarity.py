@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from tinytf.diagnostics.maps import _layers, _xlogx
+from tinytf.diagnostics.common import as_layers, cosine, xlogx
 
 Array = jax.Array
 
@@ -37,15 +37,9 @@ def js_divergence(p, q, axis: int = -1) -> Array:
     q = q / jnp.maximum(q.sum(axis, keepdims=True), 1e-12)
     m = 0.5 * (p + q)
     m_safe = jnp.where(m > 0, m, 1.0)
-    kl_pm = (_xlogx(p) - jnp.where(p > 0, p * jnp.log(m_safe), 0.0)).sum(axis)
-    kl_qm = (_xlogx(q) - jnp.where(q > 0, q * jnp.log(m_safe), 0.0)).sum(axis)
+    kl_pm = (xlogx(p) - jnp.where(p > 0, p * jnp.log(m_safe), 0.0)).sum(axis)
+    kl_qm = (xlogx(q) - jnp.where(q > 0, q * jnp.log(m_safe), 0.0)).sum(axis)
     return jnp.maximum(0.5 * (kl_pm + kl_qm), 0.0)
-
-
-def _cosine(a: Array, b: Array, axis: int = -1) -> Array:
-    na = jnp.sqrt((a * a).sum(axis))
-    nb = jnp.sqrt((b * b).sum(axis))
-    return (a * b).sum(axis) / jnp.maximum(na * nb, 1e-12)
 
 
 def cross_layer_similarity(maps, *, layers: Sequence[str] | None = None) -> dict:
@@ -64,13 +58,7 @@ def cross_layer_similarity(maps, *, layers: Sequence[str] | None = None) -> dict
     Returns:
       {"layers": [names], "js": (L, L) array, "cosine": (L, L) array}.
     """
-    items = _layers(maps)
-    if layers is not None:
-        lookup = dict(items)
-        missing = [n for n in layers if n not in lookup]
-        if missing:
-            raise ValueError(f"layers {missing} not in maps: available {list(lookup)}")
-        items = [(n, lookup[n]) for n in layers]
+    items = as_layers(maps, layers=layers)
     shapes = {(w.shape[0], w.shape[2], w.shape[3]) for _, w in items}
     if len(shapes) != 1:
         raise ValueError(f"maps have different (B, T, S) shapes {sorted(shapes)}: expected one shape for all layers")
@@ -79,5 +67,5 @@ def cross_layer_similarity(maps, *, layers: Sequence[str] | None = None) -> dict
     js = js_divergence(a, b).mean((-2, -1))  # (L, L)
     L, B = mean_maps.shape[:2]
     flat = mean_maps.reshape(L, B, -1)  # (L, B, T*S)
-    cos = _cosine(flat[:, None], flat[None, :]).mean(-1)  # (L, L)
+    cos = cosine(flat[:, None], flat[None, :]).mean(-1)  # (L, L)
     return {"layers": [n for n, _ in items], "js": js, "cosine": cos}
