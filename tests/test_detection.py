@@ -474,7 +474,8 @@ def test_postprocess_then_coco_ap_is_one_for_perfect_predictions():
                      [np.asarray(p)[k] for p, k in zip(pred_labels, keep)],
                      [np.asarray(g)[v] for g, v in zip(gt, valid)],
                      [lb[v] for lb, v in zip(labels, valid)])
-    assert ap == pytest.approx({"AP": 1.0, "AP50": 1.0, "AP75": 1.0})
+    assert {k: ap[k] for k in ("AP", "AP50", "AP75", "AR100")} == pytest.approx(
+        {"AP": 1.0, "AP50": 1.0, "AP75": 1.0, "AR100": 1.0})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -490,8 +491,10 @@ def test_coco_ap_is_one_for_perfect_predictions_and_batched_arrays_work():
     gt = [random_xyxy(rng, (n,), 0, 50, 2) for n in (3, 5, 1)]
     labels = [rng.integers(0, 3, len(g)) for g in gt]
     scores = [rng.random(len(g)) for g in gt]
-    assert det.coco_ap(gt, scores, labels, gt, labels) == pytest.approx(
-        {"AP": 1.0, "AP50": 1.0, "AP75": 1.0})
+    perfect = det.coco_ap(gt, scores, labels, gt, labels)
+    reached = {k: v for k, v in perfect.items() if v != -1.0 and k != "AR1"}  # AR1: one detection per image
+    assert reached == pytest.approx({k: 1.0 for k in reached})  # every AP and AR with ground truth in range
+    assert perfect["AR1"] < 1.0  # images with several objects of a class cannot reach recall 1 with one detection
     stacked = np.stack([gt[1], gt[1]])  # (B=2, D=5, 4) arrays instead of lists
     ap = det.coco_ap(stacked, np.ones((2, 5)), np.zeros((2, 5), int), stacked, np.zeros((2, 5), int))
     assert ap["AP"] == pytest.approx(1.0)
@@ -511,7 +514,8 @@ def test_coco_ap_hand_computed_iou_threshold_dependence():
     # IoU = 72 / 100 = 0.72: a hit at 0.50, 0.55, ..., 0.70 and a miss at 0.75, ..., 0.95
     ap = det.coco_ap([np.array([box(0, 0, 10, 7.2)])], [np.array([0.5])], [np.array([1])],
                      [np.array([box(0, 0, 10, 10)])], [np.array([1])])
-    assert ap == pytest.approx({"AP": 0.5, "AP50": 1.0, "AP75": 0.0})
+    assert {k: ap[k] for k in ("AP", "AP50", "AP75", "AR1")} == pytest.approx(
+        {"AP": 0.5, "AP50": 1.0, "AP75": 0.0, "AR1": 0.5})
     only_50 = det.coco_ap([np.array([box(0, 0, 10, 7.2)])], [np.array([0.5])], [np.array([1])],
                           [np.array([box(0, 0, 10, 10)])], [np.array([1])], iou_thresholds=[0.5])
     assert only_50["AP"] == pytest.approx(1.0)
@@ -549,12 +553,14 @@ def test_coco_ap_no_predictions_and_no_ground_truth():
     empty = [np.zeros((0, 4)), np.zeros((0, 4))]
     nothing = [np.zeros(0), np.zeros(0)]
     no_labels = [np.zeros(0, int), np.zeros(0, int)]
-    assert det.coco_ap(empty, nothing, no_labels, gt, [np.array([2]), np.zeros(0, int)]) == {
-        "AP": 0.0, "AP50": 0.0, "AP75": 0.0}
+    none = det.coco_ap(empty, nothing, no_labels, gt, [np.array([2]), np.zeros(0, int)])
+    assert {k: none[k] for k in ("AP", "AP50", "AP75", "AR1", "AR100", "AP_small")} == {
+        "AP": 0.0, "AP50": 0.0, "AP75": 0.0, "AR1": 0.0, "AR100": 0.0, "AP_small": 0.0}
+    assert none["AP_medium"] == none["AP_large"] == -1.0  # a 10 x 10 box is small: no medium or large GT
     preds = [np.array([box(0, 0, 10, 10)]), np.zeros((0, 4))]
     no_gt = det.coco_ap(preds, [np.array([0.9]), np.zeros(0)], [np.array([2]), np.zeros(0, int)],
                         empty, no_labels)
-    assert no_gt == {"AP": -1.0, "AP50": -1.0, "AP75": -1.0}
+    assert set(no_gt.values()) == {-1.0}
     assert det.coco_ap([], [], [], [], [])["AP"] == -1.0
 
 
@@ -675,6 +681,67 @@ def test_coco_ap_agrees_with_pycocotools(seed):
     ref = pycocotools_ap(*case, max_dets=max_dets)
     for key in ("AP", "AP50", "AP75"):
         assert ours[key] == pytest.approx(ref[key], abs=1e-6), (key, ours, ref)
+
+
+STAT_NAMES = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "AR1", "AR10", "AR100", "AR_small",
+              "AR_medium", "AR_large")
+
+
+def pycocotools_summary(pred_boxes, pred_scores, pred_labels, gt_boxes, gt_labels, gt_crowd):
+    """COCOeval.summarize()'s twelve numbers (defaults: maxDets 1/10/100, COCO area ranges), crowd GT included."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    images, annotations, results = [], [], []
+    categories = sorted(set(np.concatenate(gt_labels).tolist()) | set(np.concatenate(pred_labels).tolist()))
+    for i in range(len(gt_boxes)):
+        images.append({"id": i + 1, "width": 400, "height": 400})
+        for (x1, y1, x2, y2), label, crowd in zip(np.asarray(gt_boxes[i], np.float64), gt_labels[i], gt_crowd[i]):
+            annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": int(label),
+                                "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1),
+                                "iscrowd": int(crowd)})
+        for (x1, y1, x2, y2), score, label in zip(np.asarray(pred_boxes[i], np.float64), pred_scores[i],
+                                                  pred_labels[i]):
+            results.append({"image_id": i + 1, "category_id": int(label), "bbox": [x1, y1, x2 - x1, y2 - y1],
+                            "score": float(score)})
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        gt.dataset = {"images": images, "annotations": annotations,
+                      "categories": [{"id": c, "name": str(c)} for c in categories]}
+        gt.createIndex()
+        evaluator = COCOeval(gt, gt.loadRes(results), "bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return dict(zip(STAT_NAMES, (float(x) for x in evaluator.stats)))
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_coco_summary_by_area_recall_and_crowd_agrees_with_pycocotools(seed):
+    """All twelve numbers of COCOeval.summarize: AP by area, AR@1/10/100, AR by area, crowd GT ignored."""
+    rng = np.random.default_rng(300 + seed)
+    case = random_detections(rng, grid=seed % 2 == 1)
+    scale = rng.choice([1.0, 2.0, 3.0])  # boxes of 3-180 px: small, medium and large areas occur
+    case = ([b * scale for b in case[0]], case[1], case[2], [b * scale for b in case[3]], case[4])
+    crowd = [rng.random(len(g)) < 0.2 for g in case[3]]
+    if sum(len(p) for p in case[0]) == 0:
+        case[0][0], case[1][0], case[2][0] = np.array([box(1, 1, 5, 5)]), np.array([0.5]), np.array([0])
+    ours = det.coco_ap(*case, gt_crowd=crowd)
+    ref = pycocotools_summary(*case, crowd)
+    for key in STAT_NAMES:
+        assert ours[key] == pytest.approx(ref[key], abs=1e-6), (key, ours, ref)
+
+
+def test_crowd_region_absorbs_detections_instead_of_counting_them_false():
+    crowd_box = box(0, 0, 100, 100)
+    inside = [box(10, 10, 20, 20), box(50, 50, 60, 60)]  # overlap / own area = 1 with the crowd box
+    preds = [np.array([box(200, 200, 210, 210)] + inside)]
+    gt = [np.array([box(200, 200, 210, 210), crowd_box])]
+    labels, scores = [np.array([0, 0, 0])], [np.array([0.5, 0.9, 0.8])]
+    with_crowd = det.coco_ap(preds, scores, labels, gt, [np.array([0, 0])], gt_crowd=[np.array([False, True])])
+    without = det.coco_ap(preds, scores, labels, gt, [np.array([0, 0])])
+    assert with_crowd["AP"] == pytest.approx(1.0)  # both detections in the crowd are ignored
+    assert without["AP"] < 0.5  # as regular GT the crowd box is missed and the two are false positives
 
 
 def test_coco_ap_custom_thresholds_agree_with_pycocotools():

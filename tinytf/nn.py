@@ -22,6 +22,7 @@ from flax import nnx
 from tinytf import attention as attn_lib
 from tinytf.cache import KVCache
 from tinytf.capture import sow_attention
+from tinytf.checks import check_int, check_number
 from tinytf.positional import alibi_bias, apply_rope
 from tinytf.variants import AttentionConfig
 
@@ -69,6 +70,8 @@ class Linear(nnx.Module):
 
     def __init__(self, in_features: int, out_features: int, *, use_bias: bool = True,
                  sigma_reparam: bool = False, rngs: nnx.Rngs):
+        check_int("in_features", in_features, low=1)
+        check_int("out_features", out_features, low=1)
         self.in_features, self.out_features = in_features, out_features
         init = nnx.initializers.lecun_normal()
         self.kernel = nnx.Param(init(rngs.params(), (in_features, out_features), jnp.float32))
@@ -92,7 +95,11 @@ class MultiHeadAttention(nnx.Module):
     """Multi-head attention (Vaswani et al. 2017), self- or cross-, configured by an AttentionConfig.
 
     x (B, T, D) -> queries; context (B, S, Dk) (default x) -> keys and values;
-    heads are N slices of width H = D / N; out (B, T, D).
+    heads are N slices of width H = D / N; out (B, T, D). With config.num_kv_heads = K
+    (K | N) keys and values have K heads shared by groups of N / K query heads
+    (grouped-query attention, Ainslie et al. 2023; K = 1 is multi-query, Shazeer 2019):
+    the KV cache shrinks by N / K. With config.dropout_rate > 0 the weights are dropped
+    in training; `model.eval()` (deterministic=True) turns it off, as for nnx.Dropout.
 
     One forward path serves training, prefill and decoding: with `cache=` the new
     tokens' keys and values are written into a `tinytf.cache.KVCache` first and the
@@ -103,16 +110,21 @@ class MultiHeadAttention(nnx.Module):
     def __init__(self, d_model: int, num_heads: int, *, config: AttentionConfig | None = None,
                  kv_dim: int | None = None, head_dim: int | None = None, rngs: nnx.Rngs):
         config = config or AttentionConfig()
+        check_int("d_model", d_model, low=1)
+        check_int("num_heads", num_heads, low=1)
         if head_dim is None and d_model % num_heads:
             raise ValueError(f"d_model={d_model} is not divisible by num_heads={num_heads}")
         N, H = num_heads, head_dim or d_model // num_heads
+        K = config.num_kv_heads or N
+        if N % K:
+            raise ValueError(f"num_kv_heads={K} must divide num_heads={N} (grouped-query attention)")
         if config.position == "rope" and H % 2:
             raise ValueError(f"RoPE needs an even head dim, got head_dim={H}")
-        self.config, self.num_heads, self.head_dim = config, N, H
+        self.config, self.num_heads, self.num_kv_heads, self.head_dim = config, N, K, H
         lin = dict(use_bias=config.use_bias, sigma_reparam=config.sigma_reparam, rngs=rngs)
         self.query_proj = Linear(d_model, N * H, **lin)
-        self.key_proj = Linear(kv_dim or d_model, N * H, **lin)
-        self.value_proj = Linear(kv_dim or d_model, N * H, **lin)
+        self.key_proj = Linear(kv_dim or d_model, K * H, **lin)
+        self.value_proj = Linear(kv_dim or d_model, K * H, **lin)
         self.out_proj = Linear(N * H, d_model, **lin)
         if config.qk_norm:
             self.query_norm = nnx.LayerNorm(H, rngs=rngs)
@@ -124,17 +136,22 @@ class MultiHeadAttention(nnx.Module):
         if config.normalizer == "ssmax":  # Nakanishi's learnable s, one per head
             self.ssmax_scale = nnx.Param(jnp.full((N,), config.ssmax_init, jnp.float32))
         self.head_gate = HeadGate(jnp.ones((N,), jnp.float32))
+        if config.dropout_rate:  # nnx.Dropout's convention: a forked RNG stream, train mode at start
+            self.dropout_rngs = rngs["dropout"].fork()
+            self.deterministic = False
         self.record_attention = None  # a tinytf.capture.Recording while capture_attention runs
 
-    def _heads(self, x: Array) -> Array:
+    def _heads(self, x: Array, heads: int | None = None) -> Array:
         B, L, _ = x.shape
-        return x.reshape(B, L, self.num_heads, self.head_dim)  # (B, L, N, H)
+        return x.reshape(B, L, heads or self.num_heads, self.head_dim)  # (B, L, N or K, H)
 
     def __call__(self, x: Array, context: Array | None = None, *, mask: Array | None = None,
                  bias: Array | None = None, is_causal: bool = False, positions: Array | None = None,
                  context_positions: Array | None = None, query_pos: Array | None = None,
                  key_pos: Array | None = None, cache: KVCache | None = None,
-                 cache_slots: Array | None = None) -> Array | tuple[Array, KVCache]:
+                 cache_slots: Array | None = None, causal_alignment: str = "bottom_right",
+                 query_lengths: Array | None = None, key_lengths: Array | None = None
+                 ) -> Array | tuple[Array, KVCache]:
         """Attend from x to context (or, with a cache, to every cache slot).
 
         Args:
@@ -143,7 +160,9 @@ class MultiHeadAttention(nnx.Module):
           mask: bool, broadcastable to (B, N, T, S); True = may attend. With a cache:
             (B|1, N|1, T, C) over the C slots, after the write.
           bias: float, broadcastable to (B, N, T, S), added to the logits.
-          is_causal: causal masking (queries are the last T of S positions).
+          is_causal: causal masking; causal_alignment says where the queries sit among
+            the keys when T != S ("bottom_right", the default, or "top_left"; see
+            `tinytf.attention.masks`).
           positions / context_positions: (T,) or (B, T) positions for RoPE / ALiBi
             (default: the last T of 0..S-1, and 0..S-1); with a cache, the new tokens'
             positions and the positions of all C slots' tokens.
@@ -152,6 +171,7 @@ class MultiHeadAttention(nnx.Module):
           cache: a KVCache (self-attention only): x's keys and values (stored before
             RoPE) are written into `cache_slots` (T,) and the queries attend over all
             C slots; the layer's sliding window is applied by position.
+          query_lengths, key_lengths: optional (B,) int per-example lengths (padding).
 
         Returns:
           (B, T, D), or ((B, T, D), the updated KVCache) when a cache is given.
@@ -169,10 +189,11 @@ class MultiHeadAttention(nnx.Module):
         window = cfg.window
         if cache is not None:  # write the new keys/values, then attend over every slot
             cache = cache.write(cache_slots, k, v)
-            k, v = cache.keys.astype(q.dtype), cache.values.astype(q.dtype)  # (B, C, N, H)
-            if window:  # the window by position: slots hold tokens out of order
+            k, v = cache.keys.astype(q.dtype), cache.values.astype(q.dtype)  # (B, C, K, H)
+            if window is not None:  # the window by position: slots hold tokens out of order
+                left, right, causal = attn_lib.window_bounds(window)
                 distance = positions[:, None] - context_positions[None, :]  # (T, C)
-                mask = mask & (distance < window)
+                mask = mask & (distance <= left) if causal else mask & (distance <= left) & (distance >= -right)
                 window = None
         T, S = q.shape[1], k.shape[1]
         if cfg.position != "none":
@@ -180,21 +201,24 @@ class MultiHeadAttention(nnx.Module):
             context_positions = (positions if context is x else jnp.arange(S)) if context_positions is None \
                 else context_positions
             if cfg.position == "rope":
-                q = apply_rope(q, positions, base=cfg.rope_base)
-                k = apply_rope(k, context_positions, base=cfg.rope_base)
+                rope = dict(base=cfg.rope_base, style=cfg.rope_style, fraction=cfg.rope_fraction,
+                            scale=cfg.rope_scale)
+                q = apply_rope(q, positions, **rope)
+                k = apply_rope(k, context_positions, **rope)
             else:
                 alibi = alibi_bias(self.num_heads, positions, context_positions)  # (1|B, N, T, S)
                 bias = alibi if bias is None else bias + alibi
-        out, _ = self.attend(q, k, v, mask=mask, bias=bias, is_causal=is_causal, window=window)
+        out, _ = self.attend(q, k, v, mask=mask, bias=bias, is_causal=is_causal, window=window,
+                             causal_alignment=causal_alignment, query_lengths=query_lengths, key_lengths=key_lengths)
         out = self._output(out, x)
         return out if cache is None else (out, cache)
 
     def _project(self, x: Array, context: Array, query_pos: Array | None = None,
                  key_pos: Array | None = None) -> tuple[Array, Array, Array]:
-        """Queries (B, T, N, H) from x; keys and values (B, S, N, H) from context; QK-norm if set."""
+        """Queries (B, T, N, H) from x; keys and values (B, S, K, H) from context; QK-norm if set."""
         q = self._heads(self.query_proj(x if query_pos is None else x + query_pos))  # (B, T, N, H)
-        k = self._heads(self.key_proj(context if key_pos is None else context + key_pos))  # (B, S, N, H)
-        v = self._heads(self.value_proj(context))  # (B, S, N, H)
+        k = self._heads(self.key_proj(context if key_pos is None else context + key_pos), self.num_kv_heads)
+        v = self._heads(self.value_proj(context), self.num_kv_heads)  # (B, S, K, H)
         if self.config.qk_norm:
             q, k = self.query_norm(q), self.key_norm(k)
         return q, k, v
@@ -209,20 +233,26 @@ class MultiHeadAttention(nnx.Module):
 
     def init_cache(self, batch_size: int, size: int, dtype=jnp.float32) -> KVCache:
         """An empty KV cache of `size` slots for this layer."""
-        return KVCache.zeros(batch_size, size, self.num_heads, self.head_dim, dtype)
+        return KVCache.zeros(batch_size, size, self.num_kv_heads, self.head_dim, dtype)
 
     def attend(self, q: Array, k: Array, v: Array, *, mask: Array | None = None, bias: Array | None = None,
-               is_causal: bool = False, window: int | None = None) -> tuple[Array, Array | None]:
-        """The attention maths on (B, T, N, H) heads, as the config says; sows the maps while recording."""
+               is_causal: bool = False, window=None, causal_alignment: str = "bottom_right",
+               query_lengths: Array | None = None, key_lengths: Array | None = None) -> tuple[Array, Array | None]:
+        """The attention maths on (B, T, N, H) queries and (B, S, K, H) keys/values, as the config
+        says; sows the maps while recording."""
         cfg = self.config
         recording = self.record_attention is not None
         T, S = q.shape[1], k.shape[1]
+        dropout = cfg.dropout_rate if cfg.dropout_rate and not self.deterministic else 0.0
         if cfg.normalizer == "ssmax":  # logits * s_h * log n == (q * s_h) . k * log n
             q = q * self.ssmax_scale[...][:, None].astype(q.dtype)
-        if cfg.fn is not None:
+        if cfg.fn is not None:  # a researcher's function sees one mask and N key/value heads
+            offset = attn_lib.query_offset(T, S, causal_alignment)
             full_mask = attn_lib.combine_masks(
-                mask, attn_lib.causal_mask(T, S) if is_causal else None,
-                attn_lib.sliding_window_mask(T, window, S) if window else None)
+                mask, attn_lib.structured_mask(T, offset, 0, S, is_causal, window),
+                attn_lib.length_mask(query_lengths, key_lengths, T, S))
+            if self.num_kv_heads != self.num_heads:  # (B, S, K, H) -> (B, S, N, H)
+                k, v = (jnp.repeat(x, self.num_heads // self.num_kv_heads, axis=2) for x in (k, v))
             out, weights = cfg.fn(q, k, v, full_mask, bias)
         else:
             chunk = cfg.chunk_size
@@ -232,12 +262,14 @@ class MultiHeadAttention(nnx.Module):
                 chunk = None  # maps are wanted, or the normalizer has no online form
             out, weights = attn_lib.dot_product_attention(
                 q, k, v, mask, bias=bias, normalizer=cfg.normalizer,
-                sink=self.sink_logit[...] if cfg.sink else None,
-                is_causal=is_causal, window=window, logit_cap=cfg.logit_cap, chunk_size=chunk)
+                sink=self.sink_logit[...] if cfg.sink else None, is_causal=is_causal,
+                causal_alignment=causal_alignment, window=window, query_lengths=query_lengths,
+                key_lengths=key_lengths, logit_cap=cfg.logit_cap, dropout_rate=dropout,
+                dropout_key=self.dropout_rngs() if dropout else None, chunk_size=chunk)
         if recording:
             logits = None
             if self.record_attention.logits:  # (B, N, T, S), before bias and mask
-                logits = jnp.einsum("btnh,bsnh->bnts", q.astype(jnp.float32), k.astype(jnp.float32))
+                logits = attn_lib.grouped_logits(q.astype(jnp.float32), k.astype(jnp.float32))
                 logits = logits / math.sqrt(self.head_dim)
             sow_attention(self, weights, logits)
         return out, weights
@@ -252,6 +284,7 @@ class MLP(nnx.Module):
 
     def __init__(self, d_model: int, hidden: int, *, activation: str = "gelu", sigma_reparam: bool = False,
                  rngs: nnx.Rngs):
+        check_int("hidden", hidden, low=1)
         if activation not in _ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
         self.activation = activation
@@ -278,6 +311,7 @@ class Block(nnx.Module):
                  mlp_ratio: float = 4.0, norm: str = "pre", residual: bool = True, use_mlp: bool = True,
                  cross_attention: bool = False, kv_dim: int | None = None, activation: str = "gelu",
                  rngs: nnx.Rngs):
+        check_number("mlp_ratio", mlp_ratio, low=0, low_open=True)
         if norm not in ("pre", "post", "none"):
             raise ValueError(f"norm must be 'pre', 'post' or 'none', got {norm!r}")
         attention = attention or AttentionConfig()
@@ -337,6 +371,8 @@ class LearnedPositions(nnx.Module):
     """A learned table of position embeddings (GPT-2, BERT, ViT), init N(0, 0.02^2)."""
 
     def __init__(self, max_len: int, d_model: int, *, rngs: nnx.Rngs):
+        check_int("max_len", max_len, low=1)
+        check_int("d_model", d_model, low=1)
         self.embedding = nnx.Param(0.02 * jax.random.normal(rngs.params(), (max_len, d_model)))
 
     def __call__(self, positions: Array) -> Array:

@@ -8,7 +8,8 @@ and the outputs shuffle the same way. Five ways to break that symmetry:
                      it is a plain parameter, see `tinytf.nn.LearnedPositions`.
   3. `sine_2d`     — the 2-D version for an H x W feature map (DETR, Carion et al. 2020).
   4. `apply_rope`  — rotate query/key pairs by a position-dependent angle, so the
-                     logit depends only on the offset i - j (RoFormer, Su et al. 2021).
+                     logit depends only on the offset i - j (RoFormer, Su et al. 2021);
+                     interleaved or half-split pairs, partial rotary, position scaling.
   5. `alibi_bias`  — a per-head linear penalty on distance added to the logits
                      (ALiBi, Press et al. 2022).
 """
@@ -19,6 +20,8 @@ import math
 
 import jax
 import jax.numpy as jnp
+
+from tinytf.checks import check_int
 
 Array = jax.Array
 
@@ -36,7 +39,9 @@ def sinusoidal(length: int, dim: int, *, base: float = 10000.0, offset: int = 0)
     Returns:
       (length, dim) float32.
     """
-    if dim % 2:
+    length = check_int("length", length, low=1)
+    offset = check_int("offset", offset, low=0)
+    if check_int("dim", dim, low=2) % 2:
         raise ValueError(f"dim must be even for sinusoidal encodings, got {dim}")
     pos = jnp.arange(offset, offset + length, dtype=jnp.float32)[:, None]  # (L, 1)
     freq = base ** (-jnp.arange(0, dim, 2, dtype=jnp.float32) / dim)  # (dim/2,)
@@ -60,7 +65,8 @@ def sine_2d(height: int, width: int, dim: int, *, temperature: float = 10000.0,
     Returns:
       (height * width, dim) float32, row-major (row 0 first), rows = flattened cells.
     """
-    if dim % 4:
+    height, width = check_int("height", height, low=1), check_int("width", width, low=1)
+    if check_int("dim", dim, low=4) % 4:
         raise ValueError(f"dim must be divisible by 4 for 2-D sine encodings, got {dim}")
     y = jnp.arange(1, height + 1, dtype=jnp.float32)
     x = jnp.arange(1, width + 1, dtype=jnp.float32)
@@ -79,11 +85,18 @@ def sine_2d(height: int, width: int, dim: int, *, temperature: float = 10000.0,
     return jnp.concatenate([ey, ex], axis=-1).reshape(height * width, dim)
 
 
-def rope_angles(positions: Array, head_dim: int, *, base: float = 10000.0) -> tuple[Array, Array]:
-    """cos and sin of RoPE's angles p * theta_i, theta_i = base^(-2i/H).
+ROPE_STYLES = ("interleaved", "halves")
+
+
+def rope_angles(positions: Array, head_dim: int, *, base: float = 10000.0, scale: float = 1.0) -> tuple[Array, Array]:
+    """cos and sin of RoPE's angles (p * scale) * theta_i, theta_i = base^(-2i/H).
 
     Args:
       positions: (..., T) int or float positions.
+      head_dim: H, the number of rotated channels (even).
+      base: the frequency base (10000 in RoFormer; larger bases stretch the wavelengths).
+      scale: multiplies the positions: position interpolation (Chen et al. 2023) uses
+        scale = L_train / L_test < 1 so that a longer context maps into trained angles.
 
     Returns:
       cos, sin: (..., T, H/2) float32.
@@ -91,41 +104,78 @@ def rope_angles(positions: Array, head_dim: int, *, base: float = 10000.0) -> tu
     if head_dim % 2:
         raise ValueError(f"RoPE needs an even head dim, got {head_dim}")
     theta = base ** (-jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim)  # (H/2,)
-    angle = jnp.asarray(positions, jnp.float32)[..., None] * theta  # (..., T, H/2)
+    p = jnp.asarray(positions, jnp.float32)
+    if scale != 1.0:
+        p = p * scale
+    angle = p[..., None] * theta  # (..., T, H/2)
     return jnp.cos(angle), jnp.sin(angle)
 
 
-def apply_rope(x: Array, positions: Array | None = None, *, base: float = 10000.0) -> Array:
+def rope_dims(head_dim: int, fraction: float = 1.0) -> int:
+    """How many channels partial rotary rotates: the largest even number <= fraction * H (at least 2)."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"rope fraction must be in (0, 1], got {fraction!r}")
+    return max(2, int(fraction * head_dim) // 2 * 2)
+
+
+def apply_rope(x: Array, positions: Array | None = None, *, base: float = 10000.0, style: str = "interleaved",
+               fraction: float = 1.0, scale: float = 1.0) -> Array:
     """Rotary position embedding (Su et al. 2021, RoFormer).
 
-    Each pair of channels (2i, 2i+1) is rotated by the angle p * theta_i:
-        [x_2i, x_2i+1] -> [x_2i cos - x_2i+1 sin,  x_2i sin + x_2i+1 cos].
+    Each pair of channels is rotated by the angle p * theta_i:
+        [a, b] -> [a cos - b sin,  a sin + b cos].
     Rotations compose, so <R(p) q, R(r) k> = <q, R(r - p) k>: the logit depends on
     positions only through their offset (relative positions), and applying RoPE to
     queries and keys only (not values) is all it takes.
 
+    Which channels form a pair is a convention, and the two in use are NOT
+    interchangeable: weights trained with one give garbage under the other, so match
+    the checkpoint you load.
+      style="interleaved": pairs (2i, 2i+1) — the RoFormer paper, Meta's Llama code.
+      style="halves":      pairs (i, i + H/2) — GPT-NeoX, Hugging Face transformers.
+
     Args:
       x: (B, T, N, H) queries or keys.
-      positions: (T,) or (B, T); default 0..T-1.
+      positions: (T,) or (B, T), int or float; default 0..T-1.
+      base: frequency base (see `rope_angles`).
+      style: "interleaved" or "halves" (see above).
+      fraction: partial rotary (GPT-NeoX, GPT-J): rotate only the first
+        `rope_dims(H, fraction)` channels and pass the rest through unchanged.
+      scale: multiply positions (position interpolation, Chen et al. 2023).
 
     Returns:
       (B, T, N, H), same dtype as x.
     """
-    if x.ndim != 4:
-        raise ValueError(f"apply_rope expects (B, T, N, H), got shape {x.shape}")
+    if getattr(x, "ndim", None) != 4:
+        raise ValueError(f"apply_rope expects (B, T, N, H), got shape {getattr(x, 'shape', x)}")
+    if style not in ROPE_STYLES:
+        raise ValueError(f"style must be one of {ROPE_STYLES}, got {style!r}")
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
+        raise ValueError(f"scale must be a number > 0, got {scale!r}")
+    if isinstance(base, bool) or not isinstance(base, (int, float)) or not base > 1:
+        raise ValueError(f"base must be a number > 1, got {base!r}")
     B, T, N, H = x.shape
+    R = rope_dims(H, fraction) if fraction != 1.0 else H  # rotated channels
     if positions is None:
         positions = jnp.arange(T)
     positions = jnp.asarray(positions)
     if positions.shape not in ((T,), (B, T), (1, T)):
         raise ValueError(f"positions must have shape (T,)=({T},) or (B, T)=({B}, {T}), got {positions.shape}")
-    cos, sin = rope_angles(positions, H, base=base)  # (..., T, H/2)
-    cos = cos[..., :, None, :]  # (..., T, 1, H/2) broadcast over heads
+    cos, sin = rope_angles(positions, R, base=base, scale=scale)  # (..., T, R/2)
+    cos = cos[..., :, None, :]  # (..., T, 1, R/2) broadcast over heads
     sin = sin[..., :, None, :]
-    pairs = x.astype(jnp.float32).reshape(B, T, N, H // 2, 2)  # channel pairs (2i, 2i+1)
-    even, odd = pairs[..., 0], pairs[..., 1]  # (B, T, N, H/2)
-    rotated = jnp.stack([even * cos - odd * sin, even * sin + odd * cos], axis=-1)
-    return rotated.reshape(B, T, N, H).astype(x.dtype)
+    xf = x.astype(jnp.float32)
+    rot, rest = (xf, None) if R == H else (xf[..., :R], xf[..., R:])
+    if style == "interleaved":
+        pairs = rot.reshape(B, T, N, R // 2, 2)  # channel pairs (2i, 2i+1)
+        a, b = pairs[..., 0], pairs[..., 1]  # (B, T, N, R/2)
+        rotated = jnp.stack([a * cos - b * sin, a * sin + b * cos], axis=-1).reshape(B, T, N, R)
+    else:
+        a, b = rot[..., : R // 2], rot[..., R // 2:]  # channel pairs (i, i + R/2)
+        rotated = jnp.concatenate([a * cos - b * sin, a * sin + b * cos], axis=-1)
+    if rest is not None:
+        rotated = jnp.concatenate([rotated, rest], axis=-1)
+    return rotated.astype(x.dtype)
 
 
 def alibi_slopes(num_heads: int) -> Array:
@@ -137,6 +187,8 @@ def alibi_slopes(num_heads: int) -> Array:
     Returns:
       (num_heads,) float32.
     """
+    check_int("num_heads", num_heads, low=1)
+
     def powers(n):
         start = 2.0 ** (-8.0 / n)
         return [start ** (i + 1) for i in range(n)]

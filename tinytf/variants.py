@@ -18,7 +18,9 @@ import importlib
 from dataclasses import dataclass
 from typing import Callable, Literal
 
-from tinytf.attention import NORMALIZERS
+from tinytf.attention import NORMALIZERS, window_bounds
+from tinytf.checks import check_int
+from tinytf.positional import ROPE_STYLES
 
 AttentionFn = Callable  # fn(q, k, v, mask, bias) -> (out (B,T,N,H), weights (B,N,T,S) or None)
 
@@ -36,11 +38,24 @@ class AttentionConfig:
     """Sigmoid output gate after attention, elementwise, from the layer input (Qiu et al. 2025, G1)."""
     sink: bool = False
     """A learnable per-head sink logit: an extra key with zero value that can absorb attention."""
-    window: int | None = None
-    """Causal sliding window: each query sees its last `window` keys (Beltagy et al. 2020)."""
+    window: int | tuple[int, int] | None = None
+    """An int W: causal sliding window, each query sees its last W keys (Beltagy et al. 2020).
+    A pair (left, right): two-sided local window for encoders (query i sees i-left .. i+right)."""
+    num_kv_heads: int | None = None
+    """Key/value heads K (must divide num_heads): grouped-query attention (Ainslie et al. 2023);
+    1 = multi-query (Shazeer 2019); None = as many as query heads."""
+    dropout_rate: float = 0.0
+    """Attention dropout on the weights during training (Vaswani et al. 2017); off after model.eval()."""
     position: Literal["none", "rope", "alibi"] = "none"
     """Position inside attention: RoPE on queries/keys (Su et al. 2021) or an ALiBi bias (Press et al. 2022)."""
     rope_base: float = 10000.0
+    rope_style: Literal["interleaved", "halves"] = "interleaved"
+    """RoPE channel pairs: "interleaved" (2i, 2i+1) as RoFormer/Llama, or "halves" (i, i+H/2) as
+    GPT-NeoX/Hugging Face. Weights trained with one do not work with the other."""
+    rope_fraction: float = 1.0
+    """Partial rotary: rotate only this fraction of each head's channels (GPT-NeoX uses 0.25)."""
+    rope_scale: float = 1.0
+    """Multiply RoPE positions: < 1 is position interpolation for longer contexts (Chen et al. 2023)."""
     chunk_size: int | Literal["auto"] | None = "auto"
     """Key-block size of the memory-efficient path; "auto" chunks long inputs (S >= 2048)
     unless attention maps are being captured; None always uses the dense path."""
@@ -60,8 +75,23 @@ class AttentionConfig:
             raise ValueError(f"normalizer must be one of {sorted(NORMALIZERS)} or a callable, got {self.normalizer!r}")
         if self.position not in ("none", "rope", "alibi"):
             raise ValueError(f"position must be 'none', 'rope' or 'alibi', got {self.position!r}")
-        if self.window is not None and self.window < 1:
-            raise ValueError(f"window must be >= 1 or None, got {self.window}")
+        if isinstance(self.window, list):  # a frozen config must stay hashable
+            object.__setattr__(self, "window", tuple(self.window))
+        window_bounds(self.window)  # an int >= 1, a pair of ints >= 0, or None
+        if self.num_kv_heads is not None:
+            check_int("num_kv_heads", self.num_kv_heads, low=1)
+        if isinstance(self.dropout_rate, bool) or not isinstance(self.dropout_rate, (int, float)) \
+                or not 0.0 <= self.dropout_rate < 1.0:
+            raise ValueError(f"dropout_rate must be a number in [0, 1), got {self.dropout_rate!r}")
+        if self.rope_style not in ROPE_STYLES:
+            raise ValueError(f"rope_style must be one of {ROPE_STYLES}, got {self.rope_style!r}")
+        if isinstance(self.rope_fraction, bool) or not isinstance(self.rope_fraction, (int, float)) \
+                or not 0.0 < self.rope_fraction <= 1.0:
+            raise ValueError(f"rope_fraction must be in (0, 1], got {self.rope_fraction!r}")
+        for name in ("rope_scale", "rope_base", "ssmax_init"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"{name} must be a number > 0, got {value!r}")
         if self.logit_cap is not None and not (isinstance(self.logit_cap, (int, float)) and self.logit_cap > 0):
             raise ValueError(f"logit_cap must be a number > 0 or None, got {self.logit_cap!r}")
         if self.sink and self.normalizer != "softmax":

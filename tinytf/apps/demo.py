@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from tinytf.apps.args import nonnegative_int, writable_dir
 from tinytf.capture import capture_attention
 from tinytf.nn import Block
 from tinytf.variants import get_variant
@@ -79,7 +80,7 @@ def _cmd_demo(args) -> int:
 
 def register_cli(sub) -> None:
     p = sub.add_parser("demo", help="save attention heatmaps of a tiny model to a PNG")
-    p.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
+    p.add_argument("--out", type=writable_dir, default="runs/demo", help="output directory (default runs/demo)")
     p.add_argument("--variant", default=None, help="attention variant name or module:function")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=nonnegative_int, default=0)
     p.set_defaults(func=_cmd_demo)

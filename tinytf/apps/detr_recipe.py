@@ -27,7 +27,6 @@ import json
 import resource
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +34,7 @@ import numpy as np
 from flax import nnx
 
 from tinytf import plots
+from tinytf.apps.args import nonnegative_int, positive_int, writable_dir
 from tinytf.data.shapes import SHAPE_NAMES, boxes_to_pixels, shapes_detection
 from tinytf.detection import coco_ap, detr_loss, postprocess
 from tinytf.models.detr import DETR, DETRConfig
@@ -239,8 +239,9 @@ def evaluate_detr(model: DETR, *, num_images: int = 500, seed: int = 1, task: Sh
       batch_size: images per forward pass.
 
     Returns:
-      {"AP", "AP50", "AP75": COCO AP, "recall50": fraction of objects hit by a detection of the
-      right class with IoU >= 0.5 and score >= 0.5, "num_images", "num_objects"}.
+      COCO's summary (`coco_ap`: AP, AP50, AP75, AP and AR by area with COCO's areas scaled from
+      640 px to this image size, AR@1/10/100), "recall50": the fraction of objects hit by a
+      detection of the right class with IoU >= 0.5 and score >= 0.5, "num_images", "num_objects".
     """
     task = task or ShapesTask()
     cfg = model.cfg
@@ -263,7 +264,11 @@ def evaluate_detr(model: DETR, *, num_images: int = 500, seed: int = 1, task: Sh
             preds[2].append(labels[i])
             gts[0].append(gt_boxes[i][valid[i]])
             gts[1].append(gt_labels[i][valid[i]])
-    result = coco_ap(*preds, *gts)
+    # COCO's small/medium/large areas (32^2, 96^2 px) are for ~640 px images: scale them to ours
+    side = (cfg.image_size / 640.0) ** 2
+    result = coco_ap(*preds, *gts, area_ranges={"small": (0.0, 32.0 ** 2 * side),
+                                                "medium": (32.0 ** 2 * side, 96.0 ** 2 * side),
+                                                "large": (96.0 ** 2 * side, 1e10)})
     result["recall50"] = _recall(*preds, *gts)
     result["num_images"] = num_images
     result["num_objects"] = int(sum(len(g) for g in gts[1]))
@@ -345,12 +350,12 @@ def detr_figure(model: DETR, images, *, index: int = 0, layer: int = -1, score_t
 
 
 def _add_arguments(parser) -> None:
-    parser.add_argument("--steps", type=int, default=None, help="training steps (default: the preset's)")
-    parser.add_argument("--seed", type=int, default=0, help="parameters and training images")
-    parser.add_argument("--eval-seed", type=int, default=1, help="held-out images")
-    parser.add_argument("--eval-images", type=int, default=500)
+    parser.add_argument("--steps", type=positive_int, default=None, help="training steps (default: the preset's)")
+    parser.add_argument("--seed", type=nonnegative_int, default=0, help="parameters and training images")
+    parser.add_argument("--eval-seed", type=nonnegative_int, default=1, help="held-out images")
+    parser.add_argument("--eval-images", type=positive_int, default=500)
     parser.add_argument("--plain", action="store_true", help="plain DETR (no conditional spatial query)")
-    parser.add_argument("--out", type=Path, default=None, help="write metrics.json and detr_queries_*.png here")
+    parser.add_argument("--out", type=writable_dir, default=None, help="write metrics.json and detr_queries_*.png here")
 
 
 def register_cli(sub) -> None:

@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tinytf.apps.args import nonnegative_int, writable_dir
 from tinytf.apps.claims import LessonResult
 
 
@@ -206,8 +207,8 @@ def register_cli(sub) -> None:
     p = sub.add_parser("lesson", help="run one lesson and write metrics.json and figures")
     p.add_argument("id", help="lesson id, see `tinytf lessons`")
     p.add_argument("--quick", action="store_true", help="quick mode (well under a minute on a 2-core CPU)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs", help="output directory (default runs/); writes OUT/ID/")
+    p.add_argument("--seed", type=nonnegative_int, default=0)
+    p.add_argument("--out", type=writable_dir, default="runs", help="output directory (default runs/); writes OUT/ID/")
     p.add_argument("--variant", default=None,
                    help="attention variant for lessons about attention: a name (see tinytf.variants) "
                         "or module:function")
@@ -225,8 +226,8 @@ def main_for(file: str, run_fn) -> None:
         raise KeyError(f"{file} is not a registered lesson")
     parser = argparse.ArgumentParser(description=LESSONS[lesson_id].title)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="runs")
+    parser.add_argument("--seed", type=nonnegative_int, default=0)
+    parser.add_argument("--out", type=writable_dir, default="runs")
     parser.add_argument("--variant", default=None)
     args, _ = parser.parse_known_args()  # tolerate Jupyter's own arguments
     enable_compilation_cache()

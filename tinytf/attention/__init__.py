@@ -26,16 +26,19 @@ training.
 
 from tinytf.attention.chunked import auto_chunk_size, chunked_attention
 from tinytf.attention.core import dot_product_attention
-from tinytf.attention.dense import check_attention_inputs, dense_attention, soft_cap
+from tinytf.attention.dense import (check_attention_inputs, dense_attention, dropout_weights, grouped_logits,
+                                   grouped_output, soft_cap)
 from tinytf.attention.fused import cudnn_supported
-from tinytf.attention.masks import (causal_mask, combine_masks, padding_mask, sliding_window_mask,
-                                    structured_mask, visible_key_count)
+from tinytf.attention.masks import (ALIGNMENTS, causal_mask, combine_masks, length_mask, local_window_mask,
+                                    padding_mask, query_offset, sliding_window_mask, structured_mask,
+                                    visible_key_count, window_bounds)
 from tinytf.attention.normalizers import (NORMALIZERS, ONLINE_NORMALIZERS, Normalizer, get_normalizer, sigmoid,
                                           softmax, softmax1, softmax_with_sink, ssmax)
 
 __all__ = [
-    "causal_mask", "padding_mask", "sliding_window_mask", "combine_masks", "structured_mask",
-    "visible_key_count", "softmax", "softmax1", "softmax_with_sink", "ssmax", "sigmoid", "NORMALIZERS",
+    "ALIGNMENTS", "causal_mask", "padding_mask", "sliding_window_mask", "local_window_mask", "length_mask",
+    "combine_masks", "structured_mask", "visible_key_count", "query_offset", "window_bounds",
+    "grouped_logits", "grouped_output", "dropout_weights", "softmax", "softmax1", "softmax_with_sink", "ssmax", "sigmoid", "NORMALIZERS",
     "ONLINE_NORMALIZERS", "Normalizer", "get_normalizer", "dot_product_attention", "dense_attention",
     "chunked_attention", "auto_chunk_size", "check_attention_inputs", "soft_cap", "cudnn_supported",
 ]

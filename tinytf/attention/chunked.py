@@ -20,8 +20,11 @@ import math
 import jax
 import jax.numpy as jnp
 
-from tinytf.attention.dense import check_attention_inputs, sink_for_logits, soft_cap
-from tinytf.attention.masks import broadcast_keys, combine_masks, structured_mask, visible_key_count
+from tinytf.attention.dense import (check_attention_inputs, check_dropout, dropout_weights, grouped_logits,
+                                   grouped_output, sink_for_logits, soft_cap)
+from tinytf.attention.masks import (broadcast_keys, combine_masks, lengths_block_mask, query_offset,
+                                    structured_mask, visible_key_count)
+from tinytf.checks import check_int
 from tinytf.attention.normalizers import NEG, ONLINE_NORMALIZERS
 
 Array = jax.Array
@@ -38,16 +41,23 @@ def chunked_attention(
     normalizer: str = "softmax",
     sink: Array | float | None = None,
     is_causal: bool = False,
-    window: int | None = None,
+    window=None,
+    causal_alignment: str = "bottom_right",
+    query_lengths: Array | None = None,
+    key_lengths: Array | None = None,
     logit_cap: float | None = None,
+    dropout_rate: float = 0.0,
+    dropout_key=None,
     chunk_size: int = 512,
 ) -> Array:
     """Attention over key blocks of `chunk_size` with the online softmax; the weights are never formed.
 
     Supports the normalizers "softmax", "softmax1" and "ssmax", a per-head `sink`,
-    soft-capped logits, masks and biases broadcastable to (B, N, T, S) (sliced per
-    block), and the structured `is_causal` / `window` masks, which are built per block
-    and never materialised. Arguments as `dot_product_attention`.
+    soft-capped logits, grouped-query heads, masks and biases broadcastable to
+    (B, N, T, S) (sliced per block), and the structured `is_causal` / `window` /
+    length masks, which are built per block and never materialised. Dropout draws its
+    mask per key block from fold_in(dropout_key, block): same key, same mask on this
+    path (not the same mask as the dense path). Arguments as `dot_product_attention`.
 
     Returns:
       out (B, T, N, H) in the dtype of query.
@@ -56,11 +66,13 @@ def chunked_attention(
         raise ValueError(
             f"chunked attention supports normalizer 'softmax', 'softmax1' or 'ssmax', got {normalizer!r}; "
             "use chunk_size=None for other normalizers")
-    check_attention_inputs(query, key, value, mask, bias, sink)
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    check_attention_inputs(query, key, value, mask, bias, sink, query_lengths=query_lengths,
+                           key_lengths=key_lengths)
+    chunk_size = check_int("chunk_size", chunk_size, low=1)
+    dropout_rate = check_dropout(dropout_rate, dropout_key)
     B, T, N, H = query.shape
     S = key.shape[1]
+    q_offset = query_offset(T, S, causal_alignment)
     scale = 1.0 / math.sqrt(H) if scale is None else scale
     C = min(chunk_size, S)
     n_chunks = -(-S // C)
@@ -73,8 +85,9 @@ def chunked_attention(
     q = query.astype(jnp.float32) * scale
     log_n = None
     if normalizer == "ssmax":  # logits * log(n): n = keys visible to each query
-        log_n = jnp.log(jnp.maximum(visible_key_count(mask, (B, N, T, S), is_causal=is_causal, window=window),
-                                    1.0))  # (B, N, T, 1)
+        n = visible_key_count(mask, (B, N, T, S), is_causal=is_causal, window=window, q_offset=q_offset,
+                              query_lengths=query_lengths, key_lengths=key_lengths)
+        log_n = jnp.log(jnp.maximum(n, 1.0))  # (B, N, T, 1)
 
     def blocks(x, axis):  # pad the key axis to n_chunks * C and cut it into blocks
         x = jnp.pad(x, [(0, pad if a == axis else 0) for a in range(x.ndim)])
@@ -92,20 +105,22 @@ def chunked_attention(
     def step(carry, xs):
         m, l, acc = carry  # (B, N, T, 1), (B, N, T, 1), (B, T, N, H)
         k, v, valid, i, mk, bs = xs
-        x = soft_cap(jnp.einsum("btnh,bsnh->bnts", q, k.astype(jnp.float32)), logit_cap)  # (B, N, T, C)
+        x = soft_cap(grouped_logits(q, k.astype(jnp.float32)), logit_cap)  # (B, N, T, C)
         if bs is not None:
             x = x + bs.astype(jnp.float32)
         if log_n is not None:
             x = x * log_n
         ok = valid[None, None, None, :]
-        ok = combine_masks(ok, mk, structured_mask(T, S - T, i * C, C, is_causal, window))
+        ok = combine_masks(ok, mk, structured_mask(T, q_offset, i * C, C, is_causal, window),
+                           lengths_block_mask(query_lengths, key_lengths, T, i * C, C))
         x = jnp.where(ok, x, NEG)
         m_new = jnp.maximum(m, jax.lax.stop_gradient(jnp.max(x, axis=-1, keepdims=True)))
         p = jnp.where(ok, jnp.exp(x - m_new), 0.0)  # (B, N, T, C)
         correction = jnp.exp(m - m_new)
-        l = l * correction + jnp.sum(p, axis=-1, keepdims=True)
-        acc = acc * jnp.transpose(correction, (0, 2, 1, 3)) + jnp.einsum(
-            "bnts,bsnh->btnh", p, v.astype(jnp.float32))
+        l = l * correction + jnp.sum(p, axis=-1, keepdims=True)  # the denominator sees every weight
+        if dropout_rate:  # only the numerator is dropped: weights = p / l, dropped after normalising
+            p = dropout_weights(p, dropout_rate, jax.random.fold_in(dropout_key, i))
+        acc = acc * jnp.transpose(correction, (0, 2, 1, 3)) + grouped_output(p, v.astype(jnp.float32))
         return (m_new, l, acc), None
 
     if sink_b is None:

@@ -38,6 +38,7 @@ def softmax_with_sink(logits: Array, mask: Array | None, sink) -> Array:
     The weights of a row sum to less than one: the rest went to the sink.
     """
     x = logits.astype(jnp.float32)
+    check_mask(mask)
     if mask is not None:
         x = jnp.where(mask, x, NEG)
     m = jnp.max(x, axis=-1, keepdims=True)  # (..., 1)
@@ -63,8 +64,15 @@ def softmax1(logits: Array, mask: Array | None = None) -> Array:
     return softmax_with_sink(logits, mask, sink=0.0)
 
 
+def check_mask(mask) -> None:
+    """A mask is boolean (True = may attend): 0/1 floats would silently mean something else."""
+    if mask is not None and jnp.asarray(mask).dtype != jnp.bool_:
+        raise ValueError(f"mask must be boolean (True = may attend), got dtype {jnp.asarray(mask).dtype}")
+
+
 def _visible_keys(logits: Array, mask: Array | None) -> Array:
     """Number of keys each query may see, broadcastable to logits[..., :1]."""
+    check_mask(mask)
     S = logits.shape[-1]
     if mask is None:
         return jnp.full((1,) * (logits.ndim - 1) + (1,), float(S))

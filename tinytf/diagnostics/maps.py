@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tinytf.checks import check_number
 from tinytf.diagnostics.common import as_layers, as_weights, broadcast_mask, xlogx
 
 Array = jax.Array
@@ -223,6 +224,7 @@ def sink_rate(maps, *, eps: float = 0.3, k: int = 0, causal: bool = True) -> Arr
     Returns:
       scalar in [0, 100].
     """
+    check_number("eps", eps, low=0.0, high=1.0, high_open=True)
     hits = [(sink_scores(w, k, causal=causal) > eps).reshape(-1) for _, w in as_layers(maps)]
     return 100.0 * jnp.concatenate(hits).astype(jnp.float32).mean()
 
@@ -311,6 +313,13 @@ def needle_mass(weights, query_index, needle_index, *, per_example: bool = False
     """
     w = as_weights(weights)
     B, N, T, S = w.shape
+    for name, index, size in (("query_index", query_index, T), ("needle_index", needle_index, S)):
+        if not isinstance(index, jax.core.Tracer):
+            values = np.asarray(index)
+            if not np.issubdtype(values.dtype, np.integer) or values.size and (values.min() < -size
+                                                                                 or values.max() >= size):
+                raise ValueError(f"{name} must be ints in [-{size}, {size}) (negative counts from the end) for "
+                                 f"weights {tuple(w.shape)}, got {index!r}")
     q = jnp.broadcast_to(jnp.asarray(query_index, dtype=jnp.int32), (B,))
     n = jnp.broadcast_to(jnp.asarray(needle_index, dtype=jnp.int32), (B,))
     rows = w[jnp.arange(B), :, q, :]  # (B, N, S) the query row of every head

@@ -33,6 +33,11 @@ def js_divergence(p, q, axis: int = -1) -> Array:
     """
     p = jnp.asarray(p, jnp.float32)
     q = jnp.asarray(q, jnp.float32)
+    try:
+        jnp.broadcast_shapes(p.shape, q.shape)
+    except ValueError:
+        raise ValueError(f"p has shape {p.shape} and q has shape {q.shape}: expected equal or broadcastable "
+                         "shapes") from None
     p = p / jnp.maximum(p.sum(axis, keepdims=True), 1e-12)
     q = q / jnp.maximum(q.sum(axis, keepdims=True), 1e-12)
     m = 0.5 * (p + q)

@@ -28,6 +28,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from tinytf.apps.args import positive_float, positive_int
 from tinytf.grading.catalogue import EXERCISES
 from tinytf.grading.report import ExerciseResult, GradeReport, format_report
 from tinytf.grading.runner import grade, grade_submissions
@@ -181,8 +182,8 @@ def register_cli(subparsers) -> None:
     g.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     g.add_argument("--all", metavar="SUBMISSIONS_DIR", help="grade every sub-folder of SUBMISSIONS_DIR (instructors)")
     g.add_argument("--csv", metavar="PATH", help="with --all: write one row per submission to PATH")
-    g.add_argument("--timeout", type=float, default=30.0, help="seconds per exercise (default 30)")
-    g.add_argument("--jobs", type=int, default=None, help="child processes at a time (default: up to 4)")
+    g.add_argument("--timeout", type=positive_float, default=30.0, help="seconds per exercise (default 30)")
+    g.add_argument("--jobs", type=positive_int, default=None, help="child processes at a time (default: up to 4)")
     g.add_argument(
         "--require-sandbox",
         action="store_true",

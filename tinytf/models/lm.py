@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from tinytf.cache import CachePolicy, KVCache
@@ -139,7 +140,11 @@ class CausalLM(nnx.Module):
     def _embed(self, tokens: Array, positions: Array) -> Array:
         """tokens (B, T) int, positions (T,) or (B, T) -> (B, T, D) embeddings (+ absolute positions)."""
         # Look the table up directly: nnx.Embed would cast to the dtype it was built with.
-        h = jnp.take(self.token_embed.embedding[...], tokens, axis=0)  # (B, T, D)
+        # A token outside 0..V-1 reads NaN (not a wrapped or clipped row): under jit nothing can be
+        # checked without a host sync, so it fails loudly instead, and fit's NaN stop names the step.
+        V = self.config.vocab_size
+        index = jnp.where(tokens < 0, V, tokens)  # jnp.take would wrap negative indices
+        h = jnp.take(self.token_embed.embedding[...], index, axis=0, mode="fill", fill_value=jnp.nan)  # (B, T, D)
         if self.config.position == "learned":
             h = h + self.position_embed(positions).astype(h.dtype)
         elif self.config.position == "sinusoidal":
@@ -186,6 +191,9 @@ class CausalLM(nnx.Module):
         if tokens.ndim != 2 or not jnp.issubdtype(tokens.dtype, jnp.integer):
             raise ValueError(f"tokens must be a (B, T) integer array, got shape {tokens.shape}, dtype {tokens.dtype}")
         B, T = tokens.shape
+        if T < 1:
+            raise ValueError(f"tokens must hold at least one position, got shape {tokens.shape}")
+        _check_tokens(tokens, self.config.vocab_size)
         if positions is None:
             positions = jnp.arange(T)
             self._check_positions(T, f"a sequence of length T={T}")
@@ -235,6 +243,7 @@ class CausalLM(nnx.Module):
         if top_k is not None and not (isinstance(top_k, int) and 1 <= top_k <= self.config.vocab_size):
             raise ValueError(f"top_k must be an int in [1, vocab_size={self.config.vocab_size}] or None, got {top_k!r}")
         B, P = tokens.shape
+        _check_tokens(tokens, self.config.vocab_size)
         total = P + max_new_tokens
         policy = CachePolicy.make(total, window=window, sink_tokens=sink_tokens, relative=relative_positions)
         self._check_positions(policy.size if relative_positions else total, f"generating {total} tokens")
@@ -292,6 +301,17 @@ def _generate(graphdef, state, buffer, key, temperature, *, policy, num_prompt, 
     return buffer
 
 
+def _check_tokens(tokens: Array, vocab_size: int) -> None:
+    """Tokens outside 0..V-1 are an error where it is free to check: on concrete (not traced) arrays."""
+    if isinstance(tokens, jax.core.Tracer) or not tokens.size:
+        return
+    values = np.asarray(tokens)  # concrete: numpy, so that no op is traced when called inside jit
+    low, high = int(values.min()), int(values.max())
+    if low < 0 or high >= vocab_size:
+        raise ValueError(f"tokens must be ids in [0, vocab_size={vocab_size}), got values in [{low}, {high}] "
+                         f"(shape {tokens.shape}); check the tokenizer / data against LMConfig.vocab_size")
+
+
 # ------------------------------------------------------------------------ streaming
 def streaming_forward(model: CausalLM, tokens: Array, *, window: int | None = None, sink_tokens: int = 0,
                       relative_positions: bool = True, return_attention: bool = False):
@@ -317,6 +337,7 @@ def streaming_forward(model: CausalLM, tokens: Array, *, window: int | None = No
         raise ValueError(f"tokens must be a (B, L) integer array with L >= 1, got shape {tokens.shape}, "
                          f"dtype {tokens.dtype}")
     L = tokens.shape[1]
+    _check_tokens(tokens, model.config.vocab_size)
     policy = CachePolicy.make(L, window=window, sink_tokens=sink_tokens, relative=relative_positions)
     model._check_positions(policy.size if relative_positions else L, f"streaming {L} tokens")
     graphdef, state = nnx.split(model)

@@ -64,9 +64,12 @@ def restore_checkpoint(manager, step: int, like):
     try:
         got = manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-    except (ValueError, KeyError) as err:
-        raise ValueError(f"checkpoint at step {step} in {manager.directory} does not match this "
-                         f"model/optimizer ({len(leaves)} state arrays expected): {err}") from err
+    except Exception as err:  # orbax raises many kinds, with pages of traceback: one clear line instead
+        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+        raise ValueError(f"cannot restore the checkpoint at step {step} in {manager.directory}: it does not "
+                         f"match this model and optimizer ({len(leaves)} state arrays expected) or it is "
+                         f"damaged ({type(err).__name__}: {first}); resume with the same model, optimizer and "
+                         "arguments, or start in a new checkpoint_dir") from None
     restored = [jax.random.wrap_key_data(got["state"][f"{i:05d}"], impl=jax.random.key_impl(x))
                 if _is_key(x) else got["state"][f"{i:05d}"] for i, x in enumerate(leaves)]
     return jax.tree.unflatten(treedef, restored), got["meta"]

@@ -138,9 +138,14 @@ def fit(model: nnx.Module, data, *, steps: int, loss_fn: Callable,
             manager.close()
             raise ValueError(f"checkpoint in {checkpoint_dir} was written with seed={meta['seed']}, fit was "
                              f"called with seed={seed}: resume with the same seed")
+        start_step = int(meta["step"])
+        if start_step > steps:
+            manager.close()
+            raise ValueError(f"checkpoint in {checkpoint_dir} is at step {start_step}, beyond steps={steps}: with "
+                             "resume=True, steps is the total to reach, not the number still to do; pass "
+                             f"steps > {start_step} to train on")
         history = History.from_dict(meta["history"])
         history.compile_time_s, history.stopped_early, history.message = 0.0, None, ""
-        start_step = int(meta["step"])
     history.start_step = history.final_step = start_step
 
     # 4. the loop: one compiled call per stretch of steps between two host stops

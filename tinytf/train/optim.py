@@ -7,6 +7,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from tinytf.checks import check_int, check_number
+
 # -------------------------------------------------------------------------- optimizer
 
 
@@ -37,6 +39,7 @@ def make_schedule(learning_rate: float, steps: int, *, warmup: float | int = 0.1
     """
     if not learning_rate > 0:
         raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
+    check_int("steps", steps, low=1)
     if not 0.0 <= end_fraction <= 1.0:
         raise ValueError(f"end_fraction must lie in [0, 1], got {end_fraction}")
     warmup_steps = _warmup_steps(warmup, steps)
@@ -68,6 +71,11 @@ def make_optimizer(learning_rate: float, steps: int, *, warmup: float | int = 0.
     """
     schedule = make_schedule(learning_rate, steps, warmup=warmup, end_fraction=end_fraction)
     decay_mask = lambda params: jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)  # noqa: E731
+    check_number("weight_decay", weight_decay, low=0.0)
+    check_number("b1", b1, low=0.0, high=1.0, high_open=True)
+    check_number("b2", b2, low=0.0, high=1.0, high_open=True)
+    if clip is not None:
+        check_number("clip", clip, low=0.0)
     adamw = optax.adamw(schedule, b1=b1, b2=b2, weight_decay=weight_decay, mask=decay_mask)
     if clip is None or clip == 0:
         return adamw

@@ -1,0 +1,61 @@
+"""Command-line argument types: a bad flag is one clear line naming it, before anything runs.
+
+Used as argparse `type=`s, so `tinytf bench attention --lengths -5` answers
+"argument --lengths: expected an int >= 1, got '-5'" and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from pathlib import Path
+
+
+def _int(text: str, low: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int >= {low}, got {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"expected an int >= {low}, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An int >= 1 (lengths, steps, repeats, heads)."""
+    return _int(text, 1)
+
+
+def nonnegative_int(text: str) -> int:
+    """An int >= 0 (seeds)."""
+    return _int(text, 0)
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (time limits)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def writable_dir(text: str) -> Path:
+    """A folder that exists and is writable, or that can be created (its nearest existing parent is)."""
+    path = Path(text).expanduser()
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} cannot be a folder: {str(probe)!r} is a file")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"cannot write to {text!r}: {str(probe)!r} is not writable")
+    return path
+
+
+__all__ = ["positive_int", "nonnegative_int", "positive_float", "writable_dir"]
