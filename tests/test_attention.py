@@ -150,7 +150,7 @@ def test_gradients_match_finite_differences(normalizer):
     check_grads(fc, (q, k, v), order=1, modes=("rev",), atol=3e-2, rtol=3e-2, eps=1e-2)
 
 
-# -------------------------------------------------------------------------- chunked
+# ---------------------------------------------------------------- flash (chunk_size = tile)
 @pytest.mark.parametrize("chunk", [1, 3, 7, 64])
 @pytest.mark.parametrize("normalizer", ["softmax", "softmax1", "ssmax"])
 def test_chunked_equals_dense(chunk, normalizer):
@@ -182,15 +182,14 @@ def _temp_bytes(fn, T, H=8):
     return jax.jit(fn).lower(shape, shape, shape).compile().memory_analysis().temp_size_in_bytes
 
 
-def test_chunked_memory_is_linear_where_dense_would_not_fit():
-    """At T = S = 16384 one head's dense score matrix alone is 1 GiB of float32.
+def test_flash_memory_is_linear_where_dense_would_not_fit():
+    """At T = S = 16384 one head's score matrix alone is 1 GiB of float32.
 
-    XLA's memory analysis of the compiled programs (no run needed for the dense
-    side) shows the dense working set growing 4x per doubling of T and the chunked
-    one (forward and backward) growing 2x, staying under a modest 256 MiB budget
-    where dense needs gigabytes; then the chunked path really runs at that length.
+    XLA's memory analysis of the compiled programs (no run needed) shows jax.nn's dense
+    working set growing 4x per doubling of T, and flash's (forward and backward) growing
+    2x and staying under a modest 256 MiB budget; then the flash path really runs there.
     """
-    dense = lambda q, k, v: A.dot_product_attention(q, k, v)[0]
+    dense = lambda q, k, v: jax.nn.dot_product_attention(q, k, v)
     chunked = lambda q, k, v: A.dot_product_attention(q, k, v, is_causal=True, chunk_size=512)[0]
     chunked_grad = jax.grad(lambda q, k, v: A.dot_product_attention(q, k, v, chunk_size=512)[0].sum())
     T = 16384
@@ -293,7 +292,7 @@ def test_bad_inputs_raise_clear_errors():
         A.dot_product_attention(q, k, v, bias=jnp.ones((3, 5, 8)))
     with pytest.raises(ValueError, match="normalizer must be one of"):
         A.dot_product_attention(q, k, v, normalizer="sofmax")
-    with pytest.raises(ValueError, match="chunked attention supports"):
+    with pytest.raises(ValueError, match="flash attention supports"):
         A.dot_product_attention(q, k, v, normalizer="sigmoid", chunk_size=4)
     with pytest.raises(ValueError, match=r"sink must be a scalar or have shape \(N,\)"):
         A.dot_product_attention(q, k, v, sink=jnp.zeros(4))

@@ -9,7 +9,7 @@ inside `jax.jit`, runs it under Flax's `nnx.capture`, and returns
 
 named by each layer's path in the model, in the order the layers ran. When nobody
 captures, recording costs one Python `if` at trace time, and the layers are free to
-take the chunked path, which never forms the weights at all.
+take the flash path, which never forms the weights at all.
 
 Reading order: the intermediate types, `Recording` and `sow_attention` (what a layer
 does), `record_attention` (the mechanism, usable inside any traced function:

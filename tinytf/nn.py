@@ -255,9 +255,7 @@ class MultiHeadAttention(nnx.Module):
                 k, v = (jnp.repeat(x, self.num_heads // self.num_kv_heads, axis=2) for x in (k, v))
             out, weights = cfg.fn(q, k, v, full_mask, bias)
         else:
-            chunk = cfg.chunk_size
-            if chunk == "auto":
-                chunk = attn_lib.auto_chunk_size(T, S)
+            chunk = cfg.chunk_size  # "auto": flash for long inputs (dot_product_attention decides)
             if recording or cfg.normalizer not in attn_lib.ONLINE_NORMALIZERS:
                 chunk = None  # maps are wanted, or the normalizer has no online form
             out, weights = attn_lib.dot_product_attention(

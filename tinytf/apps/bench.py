@@ -3,7 +3,7 @@
 Speed targets live here, not in timed tests. Every figure is a ratio against a
 peer measured in the same run on the same machine.
 
-  attention: tinytf dense vs chunked (online softmax) vs jax.nn.dot_product_attention,
+  attention: tinytf dense vs flash (tiles, online softmax) vs jax.nn.dot_product_attention,
              time per call and XLA's compiled working-set size, at several lengths.
   train:     see `bench_train.py` (fit vs a per-step nnx.jit loop vs flax.nnx stock layers).
   presets:   the tiny LM and ViT presets trained from scratch: accuracy, wall and CPU time.
@@ -49,7 +49,7 @@ def _available_bytes() -> int:
 def bench_attention(lengths=(1024, 4096, 16384), *, heads: int = 8, head_dim: int = 64, batch: int = 1,
                     chunk_size: int = 512, causal: bool = True, backward: bool = False, repeats: int = 3,
                     memory_fraction: float = 0.5, kv_heads: int | None = None) -> list[dict]:
-    """Time and size dense, chunked and jax.nn attention at each length.
+    """Time and size dense, flash and jax.nn attention at each length.
 
     A path whose compiled working set would exceed `memory_fraction` of the
     available RAM is not run; its row says so (with the bytes it would need).
@@ -63,8 +63,8 @@ def bench_attention(lengths=(1024, 4096, 16384), *, heads: int = 8, head_dim: in
     if heads % K:
         raise ValueError(f"kv_heads={K} must divide heads={heads}")
     paths = {
-        "dense": lambda q, k, v: A.dot_product_attention(q, k, v, is_causal=causal)[0],
-        "chunked": lambda q, k, v: A.dot_product_attention(q, k, v, is_causal=causal, chunk_size=chunk_size)[0],
+        "dense": lambda q, k, v: A.dot_product_attention(q, k, v, is_causal=causal, chunk_size=None)[0],
+        "flash": lambda q, k, v: A.dot_product_attention(q, k, v, is_causal=causal, chunk_size=chunk_size)[0],
         "jax.nn": lambda q, k, v: jax.nn.dot_product_attention(q, k, v, is_causal=causal),
     }
     rows = []
@@ -139,7 +139,7 @@ def _cmd_presets(args) -> int:
 def register_cli(sub) -> None:
     p = sub.add_parser("bench", help="benchmarks: attention paths, training throughput")
     bsub = p.add_subparsers(dest="bench", metavar="WHAT", required=True)
-    a = bsub.add_parser("attention", help="dense vs chunked vs jax.nn attention: time and memory")
+    a = bsub.add_parser("attention", help="dense vs flash vs jax.nn attention: time and memory")
     a.add_argument("--lengths", type=positive_int, nargs="+", default=[1024, 4096, 16384])
     a.add_argument("--heads", type=positive_int, default=8)
     a.add_argument("--kv-heads", type=positive_int, default=None,

@@ -10,8 +10,9 @@ Reading order:
   2. normalizers.py  how one row of logits becomes weights (`softmax`, `softmax1`,
                      `ssmax`, `sigmoid`, a sink logit);
   3. dense.py        the maths itself, every weight materialised;
-  4. core.py         `dot_product_attention`, the function every layer calls;
-  5. chunked.py      the same maths in O(length) memory (online softmax);
+  4. core.py         `dot_product_attention`, the function every layer calls: it picks a path;
+  5. flash.py        the same maths tile by tile (FlashAttention): causal tiles skipped, memory
+                     linear in length forward and backward;
   6. fused.py        cuDNN on a GPU.
 
 Layout (JAX's own, so `jax.nn.dot_product_attention` is a drop-in oracle):
@@ -24,10 +25,10 @@ NaN), and its gradients are finite: padding rows are common and must not poison
 training.
 """
 
-from tinytf.attention.chunked import auto_chunk_size, chunked_attention
 from tinytf.attention.core import dot_product_attention
 from tinytf.attention.dense import (check_attention_inputs, dense_attention, dropout_weights, grouped_logits,
                                    grouped_output, soft_cap)
+from tinytf.attention.flash import auto_block_size, flash_attention
 from tinytf.attention.fused import cudnn_supported
 from tinytf.attention.masks import (ALIGNMENTS, causal_mask, combine_masks, length_mask, local_window_mask,
                                     padding_mask, query_offset, sliding_window_mask, structured_mask,
@@ -40,5 +41,5 @@ __all__ = [
     "combine_masks", "structured_mask", "visible_key_count", "query_offset", "window_bounds",
     "grouped_logits", "grouped_output", "dropout_weights", "softmax", "softmax1", "softmax_with_sink", "ssmax", "sigmoid", "NORMALIZERS",
     "ONLINE_NORMALIZERS", "Normalizer", "get_normalizer", "dot_product_attention", "dense_attention",
-    "chunked_attention", "auto_chunk_size", "check_attention_inputs", "soft_cap", "cudnn_supported",
+    "flash_attention", "auto_block_size", "check_attention_inputs", "soft_cap", "cudnn_supported",
 ]

@@ -1,9 +1,10 @@
 """`dot_product_attention`: the one attention function every tinytf layer calls.
 
-It checks its inputs, then computes the same maths on one of three paths:
-dense (`dense.py`, every weight materialised and returned), chunked (`chunked.py`,
-online softmax over key blocks, memory linear in length, weights not formed), or
-fused (`fused.py`, cuDNN on a GPU).
+It checks its inputs, then computes the same maths on one of three paths, picking the
+fastest correct one unless told otherwise: dense (`dense.py`, every weight materialised
+and returned; the fastest for short inputs), flash (`flash.py`, tile by tile with the
+online softmax, causal tiles skipped, memory linear in length in the forward and backward
+passes; the weights are not formed), or fused (`fused.py`, cuDNN on a GPU).
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ import math
 
 import jax
 
-from tinytf.attention.chunked import chunked_attention
+from tinytf.attention.flash import auto_block_size, flash_attention
 from tinytf.attention.dense import check_attention_inputs, check_dropout, dense_attention
 from tinytf.attention.masks import query_offset, window_bounds
 from tinytf.attention.fused import fused_attention
-from tinytf.attention.normalizers import Normalizer
+from tinytf.attention.normalizers import ONLINE_NORMALIZERS, Normalizer
+from tinytf.checks import check_int
 
 Array = jax.Array
 
@@ -39,7 +41,8 @@ def dot_product_attention(
     logit_cap: float | None = None,
     dropout_rate: float = 0.0,
     dropout_key: Array | None = None,
-    chunk_size: int | None = None,
+    chunk_size: int | str | None = "auto",
+    need_weights: bool = False,
     implementation: str | None = None,
 ) -> tuple[Array, Array | None]:
     """Scaled dot-product attention with masks, biases and pluggable normalizers.
@@ -76,15 +79,17 @@ def dot_product_attention(
         before the bias (Gemma 2); None = no cap.
       dropout_rate, dropout_key: attention dropout on the weights (training only; the
         caller passes rate 0 in evaluation), with the key that draws the mask.
-      chunk_size: if set, use `chunked_attention` over key blocks of this size:
-        memory linear in S, and weights are returned as None.
+      chunk_size: the path. "auto" (default): flash tiles of 512 when S >= 2048 and the
+        normalizer has an online form (softmax, softmax1, ssmax), dense otherwise; an int:
+        flash with tiles of that size (memory linear in length, weights None); None: dense.
+      need_weights: True forces the dense path, which returns the weights.
       implementation: None (tinytf's own) or "cudnn": hand the computation to
         `jax.nn.dot_product_attention(implementation="cudnn")` on a GPU (bf16/fp16,
         softmax, no sink or cap; returns weights=None).
 
     Returns:
       out: (B, T, N, H), in the dtype of query.
-      weights: (B, N, T, S) in float32, or None on the chunked and cuDNN paths.
+      weights: (B, N, T, S) in float32, or None on the flash and cuDNN paths.
     """
     check_attention_inputs(query, key, value, mask, bias, sink, query_lengths=query_lengths,
                            key_lengths=key_lengths)
@@ -107,11 +112,16 @@ def dot_product_attention(
                                is_causal=is_causal, causal_alignment=causal_alignment, window=window,
                                query_lengths=query_lengths, key_lengths=key_lengths, logit_cap=logit_cap,
                                dropout_rate=dropout_rate, implementation=implementation), None
-    if chunk_size is not None:
-        out = chunked_attention(query, key, value, mask, bias=bias, scale=scale, normalizer=normalizer,
-                                sink=sink, is_causal=is_causal, window=window, causal_alignment=causal_alignment,
-                                query_lengths=query_lengths, key_lengths=key_lengths, logit_cap=logit_cap,
-                                dropout_rate=dropout_rate, dropout_key=dropout_key, chunk_size=chunk_size)
+    if chunk_size == "auto":
+        chunk_size = auto_block_size(T, S) if normalizer in ONLINE_NORMALIZERS else None
+    elif chunk_size is not None:
+        chunk_size = check_int("chunk_size", chunk_size, low=1)
+    if chunk_size is not None and not need_weights:
+        out = flash_attention(query, key, value, mask, bias=bias, scale=scale, normalizer=normalizer,
+                              sink=sink, is_causal=is_causal, window=window, causal_alignment=causal_alignment,
+                              query_lengths=query_lengths, key_lengths=key_lengths, logit_cap=logit_cap,
+                              dropout_rate=dropout_rate, dropout_key=dropout_key, block_q=chunk_size,
+                              block_k=chunk_size)
         return out, None
     return dense_attention(query, key, value, mask, bias=bias, scale=scale, normalizer=normalizer, sink=sink,
                            is_causal=is_causal, window=window, q_offset=q_offset, query_lengths=query_lengths,

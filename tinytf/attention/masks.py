@@ -133,12 +133,13 @@ def length_mask(query_lengths: Array | None, key_lengths: Array | None, T: int, 
     return lengths_block_mask(query_lengths, key_lengths, T, 0, S)
 
 
-def lengths_block_mask(query_lengths: Array | None, key_lengths: Array | None, T: int, k_start, size: int
-                       ) -> Array | None:
-    """`length_mask` for keys k_start .. k_start+size-1 only (k_start may be traced): (B, 1, T, size) or None."""
+def lengths_block_mask(query_lengths: Array | None, key_lengths: Array | None, T: int, k_start, size: int,
+                       q_start=0) -> Array | None:
+    """`length_mask` for queries q_start .. q_start+T-1 and keys k_start .. k_start+size-1 (starts may be
+    traced): (B, 1, T, size) or None."""
     mask = None
     if query_lengths is not None:
-        mask = (jnp.arange(T)[None, :] < query_lengths[:, None])[:, None, :, None]  # (B, 1, T, 1)
+        mask = (q_start + jnp.arange(T)[None, :] < query_lengths[:, None])[:, None, :, None]  # (B, 1, T, 1)
     if key_lengths is not None:
         k = (k_start + jnp.arange(size)[None, :] < key_lengths[:, None])[:, None, None, :]  # (B, 1, 1, size)
         mask = k if mask is None else mask & k

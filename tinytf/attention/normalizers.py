@@ -36,23 +36,83 @@ def softmax_with_sink(logits: Array, mask: Array | None, sink) -> Array:
 
     Math: w_i = exp(x_i - m) / (exp(sink - m) + sum_j exp(x_j - m)), m = max(max_j x_j, sink).
     The weights of a row sum to less than one: the rest went to the sink.
+
+    The backward pass is written out (a custom VJP, as `jax.nn.softmax` does): the softmax
+    Jacobian applied to g is w * (g - sum_j g_j w_j), and the sink's gradient is
+    -w_sink * sum_j g_j w_j. It needs only the weights, so training reads far less memory
+    than differentiating through every step above; masked keys have w = 0 and get none.
     """
-    x = logits.astype(jnp.float32)
     check_mask(mask)
+    if sink is None:
+        return _masked_softmax(logits.astype(jnp.float32), mask)
+    return _sink_softmax(logits.astype(jnp.float32), mask, jnp.asarray(sink, jnp.float32))
+
+
+def _softmax_parts(x: Array, mask: Array | None, sink):
+    """(weights, the sink's weight or None) in float32, computed stably."""
     if mask is not None:
-        x = jnp.where(mask, x, NEG)
+        x = jnp.where(mask, x, NEG)  # masked logits: exp(NEG - m) underflows to exactly 0
     m = jnp.max(x, axis=-1, keepdims=True)  # (..., 1)
     if sink is not None:
         m = jnp.maximum(m, sink)
-    m = jax.lax.stop_gradient(m)  # the max only keeps exp() in range; it cancels exactly
     e = jnp.exp(x - m)
-    if mask is not None:
-        e = jnp.where(mask, e, 0.0)  # fully masked rows: all zeros, not 1/S
     denom = jnp.sum(e, axis=-1, keepdims=True)
+    w_sink = None
     if sink is not None:
-        denom = denom + jnp.exp(sink - m)
-    # Fully masked softmax rows have denom 0: divide by 1 instead (the row is 0 anyway).
-    return e / jnp.where(denom > 0, denom, 1.0)
+        e_sink = jnp.exp(sink - m)
+        denom = denom + e_sink
+        w_sink = e_sink / denom
+    elif mask is not None:
+        # A row with no visible key has m = NEG and e = 1 everywhere: divide by inf instead, so
+        # that it is all zeros (not 1/S), without a second pass over the (T, S) weights.
+        denom = jnp.where(m > 0.5 * NEG, denom, jnp.inf)
+    return e / denom, w_sink
+
+
+@jax.custom_vjp
+def _masked_softmax(x: Array, mask: Array | None) -> Array:
+    return _softmax_parts(x, mask, None)[0]
+
+
+def _masked_softmax_fwd(x, mask):
+    w = _softmax_parts(x, mask, None)[0]
+    return w, (w, mask)
+
+
+def _masked_softmax_bwd(saved, g):
+    w, mask = saved
+    return w * (g - jnp.sum(g * w, axis=-1, keepdims=True)), None
+
+
+_masked_softmax.defvjp(_masked_softmax_fwd, _masked_softmax_bwd)
+
+
+@jax.custom_vjp
+def _sink_softmax(x: Array, mask: Array | None, sink: Array) -> Array:
+    return _softmax_parts(x, mask, sink)[0]
+
+
+def _sink_softmax_fwd(x, mask, sink):
+    w, w_sink = _softmax_parts(x, mask, sink)
+    return w, (w, w_sink, mask, sink)
+
+
+def _sink_softmax_bwd(saved, g):
+    w, w_sink, mask, sink = saved
+    gw = jnp.sum(g * w, axis=-1, keepdims=True)  # (..., 1)
+    dsink = _sum_to(-w_sink * gw, jnp.shape(sink))  # the sink's logit moves mass in or out of every row
+    return w * (g - gw), None, dsink
+
+
+def _sum_to(x: Array, shape: tuple) -> Array:
+    """Sum x down to `shape` (the inverse of broadcasting `shape` up to x.shape)."""
+    lead = x.ndim - len(shape)
+    x = jnp.sum(x, axis=tuple(range(lead))) if lead > 0 else x
+    axes = tuple(a for a, n in enumerate(shape) if n == 1 and x.shape[a] != 1)
+    return (jnp.sum(x, axis=axes, keepdims=True) if axes else x).reshape(shape)
+
+
+_sink_softmax.defvjp(_sink_softmax_fwd, _sink_softmax_bwd)
 
 
 def softmax1(logits: Array, mask: Array | None = None) -> Array:
@@ -112,7 +172,7 @@ NORMALIZERS: dict[str, Normalizer] = {
 }
 
 ONLINE_NORMALIZERS = ("softmax", "softmax1", "ssmax")
-"""Normalizers with an online (streaming) form: the chunked path can compute them block by block."""
+"""Normalizers with an online (streaming) form: the flash path can compute them tile by tile."""
 
 
 def get_normalizer(normalizer: str | Normalizer) -> Normalizer:
