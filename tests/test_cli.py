@@ -47,3 +47,15 @@ def test_readme_train_look_measure_snippet_runs(tmp_path, monkeypatch):
     exec(compile(code.replace("steps=300", "steps=20"), "README.md", "exec"), namespace)
     assert (tmp_path / "maps.png").is_file()
     assert namespace["history"].last("loss") < namespace["history"]["loss"][0]
+
+
+def test_bench_attention_measures_every_path_in_its_own_process(capsys):
+    """A smoke test of the benchmark (no timing is asserted): every path runs and reports its peak memory."""
+    assert main(["--quiet", "bench", "attention", "--lengths", "64", "--heads", "4", "--kv-heads", "2",
+                 "--head-dim", "8", "--repeats", "1", "--backward", "--variant", "softmax1", "--json"]) == 0
+    import json
+
+    result = json.loads(capsys.readouterr().out)
+    assert [r["path"] for r in result["rows"]] == ["dense", "flash", "jax.nn", "variant softmax1"]
+    assert all(r["seconds"] > 0 and r["peak_bytes"] is not None for r in result["rows"])
+    assert result["kv_cache"]["saving"] == 2.0

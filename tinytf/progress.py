@@ -8,6 +8,7 @@ the environment variable `TINYTF_QUIET=1`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import warnings
@@ -19,6 +20,19 @@ def set_quiet(quiet: bool = True) -> None:
     """Silence (or re-enable) every tinytf progress bar and summary line in this process."""
     global _quiet
     _quiet = bool(quiet)
+
+
+@contextlib.contextmanager
+def quiet(enabled: bool = True):
+    """`with quiet():` silences progress inside the block and restores the switch after it."""
+    global _quiet
+    previous = _quiet
+    if enabled:
+        _quiet = True
+    try:
+        yield
+    finally:
+        _quiet = previous
 
 
 def is_quiet() -> bool:
@@ -50,4 +64,4 @@ def say(message: str, *, enabled: bool | None = None) -> None:
         sys.stderr.flush()
 
 
-__all__ = ["set_quiet", "is_quiet", "progress_enabled", "progress_bar", "say"]
+__all__ = ["set_quiet", "quiet", "is_quiet", "progress_enabled", "progress_bar", "say"]

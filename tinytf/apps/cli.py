@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tinytf",
         description="tinytf: see attention fail in small transformers, then fix it.",
     )
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bars or status lines (also: TINYTF_QUIET=1)")
     parser.add_argument("--no-compilation-cache", action="store_true",
                         help="do not use JAX's persistent compilation cache")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -55,10 +57,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 1
     from tinytf.config import enable_compilation_cache
+    from tinytf.progress import quiet
 
     enable_compilation_cache(not args.no_compilation_cache)
     try:
-        return int(args.func(args) or 0)
+        with quiet(args.quiet):
+            return int(args.func(args) or 0)
     except BrokenPipeError:  # `tinytf ... | head`: the reader left; not an error of ours
         sys.stderr.close()
         return 0
