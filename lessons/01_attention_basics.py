@@ -119,7 +119,7 @@ def train_recall(seed: int, steps: int):
     model = RecallHead(rngs=nnx.Rngs(seed))
     sample = functools.partial(data.associative_recall, batch_size=32, num_pairs=PAIRS,
                                num_keys=NUM_KEYS, num_values=NUM_VALUES)
-    fit(model, sample, steps=steps, loss_fn=recall_loss, learning_rate=1e-2, seed=seed, progress=False)
+    fit(model, sample, steps=steps, loss_fn=recall_loss, learning_rate=1e-2, seed=seed)
     return model
 
 
@@ -315,6 +315,15 @@ def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/attention
 # curve and the matching-key mass compare? (2) Give the head two heads of width 16: do they
 # split the work? (3) Replace softmax by `normalizer="sigmoid"` and redo the d sweep.
 
+# %% tags=["parameters"]
+# Run settings (papermill's "parameters" cell). As a script, the command line overrides them:
+# python lessons/01_attention_basics.py --quick --seed 1
+quick = None    # True: quick mode (about a minute); None: full mode unless $TINYTF_QUICK=1
+seed = 0
+variant = None  # an attention variant: a registered name or "module:function"
+out = "runs"    # each run writes a new folder runs/attention-basics/<date>-<time>_seed<seed>_<mode>/
+run_dir = None  # ... or exactly this new or empty folder
+
 # %%
 if __name__ == "__main__":
-    main_for(__file__, run)
+    result = main_for("attention-basics", run, quick=quick, seed=seed, variant=variant, out=out, run_dir=run_dir)

@@ -106,7 +106,7 @@ def task_loss(model, batch):
 def train(position: str, seed: int, steps: int) -> CausalLM:
     model = CausalLM(make_config(position), rngs=nnx.Rngs(seed))
     sample = functools.partial(previous_token_task, batch_size=32)
-    fit(model, sample, steps=steps, loss_fn=task_loss, learning_rate=1e-2, seed=seed, progress=False)
+    fit(model, sample, steps=steps, loss_fn=task_loss, learning_rate=1e-2, seed=seed)
     return model
 
 
@@ -268,6 +268,15 @@ def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/positions
 # 1/16 and 1/256): what happens? (3) Ask for the token 3 positions back: which schemes still
 # work with one layer, and why not ALiBi? (4) Copy a sequence (`tinytf.data.copy_task`).
 
+# %% tags=["parameters"]
+# Run settings (papermill's "parameters" cell). As a script, the command line overrides them:
+# python lessons/02_positions.py --quick --seed 1
+quick = None    # True: quick mode (about a minute); None: full mode unless $TINYTF_QUICK=1
+seed = 0
+variant = None  # an attention variant: a registered name or "module:function"
+out = "runs"    # each run writes a new folder runs/positions/<date>-<time>_seed<seed>_<mode>/
+run_dir = None  # ... or exactly this new or empty folder
+
 # %%
 if __name__ == "__main__":
-    main_for(__file__, run)
+    result = main_for("positions", run, quick=quick, seed=seed, variant=variant, out=out, run_dir=run_dir)

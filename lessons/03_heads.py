@@ -112,7 +112,7 @@ def lm_loss(model, batch):
 def train_lm(attention: AttentionConfig, seed: int, steps: int, callbacks=()):
     model = AttentionOnlyLM(attention, rngs=nnx.Rngs(seed))
     history = fit(model, functools.partial(repeated_sequences, batch_size=32), steps=steps, loss_fn=lm_loss,
-                  learning_rate=1e-2, seed=seed, progress=False, callbacks=callbacks, callback_every=50,
+                  learning_rate=1e-2, seed=seed, callbacks=callbacks, callback_every=50,
                   log_every=10)
     return model, history
 
@@ -234,8 +234,7 @@ def per_example_loss(model, batch):
 def train_classifier(layers: int, attention: AttentionConfig, seed: int, steps: int):
     model = CountingClassifier(layers, attention, rngs=nnx.Rngs(seed))
     sample = functools.partial(data.counting_task, batch_size=32, mask_prob=0.1)
-    fit(model, sample, steps=steps, loss_fn=classifier_loss, learning_rate=3e-3, weight_decay=0.01, seed=seed,
-        progress=False)
+    fit(model, sample, steps=steps, loss_fn=classifier_loss, learning_rate=3e-3, weight_decay=0.01, seed=seed)
     return model
 
 
@@ -452,6 +451,15 @@ def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/heads", v
 # (`tinytf.diagnostics.head_mask`): what happens to the induction score and the accuracy?
 # (3) Prune the induction model: which heads survive?
 
+# %% tags=["parameters"]
+# Run settings (papermill's "parameters" cell). As a script, the command line overrides them:
+# python lessons/03_heads.py --quick --seed 1
+quick = None    # True: quick mode (about a minute); None: full mode unless $TINYTF_QUICK=1
+seed = 0
+variant = None  # an attention variant: a registered name or "module:function"
+out = "runs"    # each run writes a new folder runs/heads/<date>-<time>_seed<seed>_<mode>/
+run_dir = None  # ... or exactly this new or empty folder
+
 # %%
 if __name__ == "__main__":
-    main_for(__file__, run)
+    result = main_for("heads", run, quick=quick, seed=seed, variant=variant, out=out, run_dir=run_dir)

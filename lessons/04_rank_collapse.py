@@ -212,6 +212,15 @@ def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/rank-coll
 # (`tinytf.data`) and measure r of its outputs. (3) Barbero et al. 2025 argue attention
 # sinks are a way to avoid this over-mixing — see the `attention-sinks` lesson.
 
+# %% tags=["parameters"]
+# Run settings (papermill's "parameters" cell). As a script, the command line overrides them:
+# python lessons/04_rank_collapse.py --quick --seed 1
+quick = None    # True: quick mode (about a minute); None: full mode unless $TINYTF_QUICK=1
+seed = 0
+variant = None  # an attention variant: a registered name or "module:function"
+out = "runs"    # each run writes a new folder runs/rank-collapse/<date>-<time>_seed<seed>_<mode>/
+run_dir = None  # ... or exactly this new or empty folder
+
 # %%
 if __name__ == "__main__":
-    main_for(__file__, run)
+    result = main_for("rank-collapse", run, quick=quick, seed=seed, variant=variant, out=out, run_dir=run_dir)

@@ -120,7 +120,7 @@ def train(config: AttentionConfig, lr: float, seed: int) -> dict:
     model = CausalLM(LMConfig.tiny(max_len=2 * HALF, attention=config), rngs=nnx.Rngs(seed))
     held_out = copy_task(jax.random.key(10_000 + seed), batch_size=64, length=HALF, vocab_size=VOCAB)
     history = fit(model, sample, steps=STEPS, loss_fn=loss_fn, optimizer=optimizer(lr, STEPS), seed=seed,
-                  callbacks=[watcher(held_out["tokens"][:16])], callback_every=WATCH_EVERY, progress=False)
+                  callbacks=[watcher(held_out["tokens"][:16])], callback_every=WATCH_EVERY)
     weights, _ = capture_attention(model, held_out["tokens"][:16], with_logits=True)  # reuses the watch's jit
     return {"steps": history.steps("max_logit"), "max_logit": history["max_logit"],
             "entropy_min": history["entropy_min"], "loss_steps": history.steps("loss"),
@@ -303,6 +303,15 @@ def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/entropy-c
 # sigma_reparam=True)`): does it change anything at LR 0.3? (4) Run your own attention
 # through the same grid: `tinytf lesson entropy-collapse --variant my_module:my_attention`.
 
+# %% tags=["parameters"]
+# Run settings (papermill's "parameters" cell). As a script, the command line overrides them:
+# python lessons/05_entropy_collapse.py --quick --seed 1
+quick = None    # True: quick mode (about a minute); None: full mode unless $TINYTF_QUICK=1
+seed = 0
+variant = None  # an attention variant: a registered name or "module:function"
+out = "runs"    # each run writes a new folder runs/entropy-collapse/<date>-<time>_seed<seed>_<mode>/
+run_dir = None  # ... or exactly this new or empty folder
+
 # %%
 if __name__ == "__main__":
-    main_for(__file__, run)
+    result = main_for("entropy-collapse", run, quick=quick, seed=seed, variant=variant, out=out, run_dir=run_dir)

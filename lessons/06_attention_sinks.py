@@ -180,7 +180,7 @@ def train(spec: dict, seed: int, steps: int, probe: dict):
     sample = lambda key: with_registers(  # noqa: E731 -- same key, same batch, in every condition
         data.sample_bigram_backcopy(key, TASK, batch_size=BATCH, seq_len=SEQ_LEN), r)
     history = fit(model, sample, steps=steps, loss_fn=loss_fn, learning_rate=3e-3, weight_decay=0.1,
-                  seed=seed, progress=False, callbacks=[sink_recorder(r, probe)], callback_every=steps // 5)
+                  seed=seed, callbacks=[sink_recorder(r, probe)], callback_every=steps // 5)
     return model, history
 
 
@@ -480,6 +480,15 @@ def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/attention
 # with a sliding-window mask (Gu et al.: small windows prevent the sink). (4) Barbero et al.
 # 2025 argue sinks prevent over-mixing: compare with the `rank-collapse` lesson.
 
+# %% tags=["parameters"]
+# Run settings (papermill's "parameters" cell). As a script, the command line overrides them:
+# python lessons/06_attention_sinks.py --quick --seed 1
+quick = None    # True: quick mode (about a minute); None: full mode unless $TINYTF_QUICK=1
+seed = 0
+variant = None  # an attention variant: a registered name or "module:function"
+out = "runs"    # each run writes a new folder runs/attention-sinks/<date>-<time>_seed<seed>_<mode>/
+run_dir = None  # ... or exactly this new or empty folder
+
 # %%
 if __name__ == "__main__":
-    main_for(__file__, run)
+    result = main_for("attention-sinks", run, quick=quick, seed=seed, variant=variant, out=out, run_dir=run_dir)

@@ -115,7 +115,7 @@ def train(config: AttentionConfig, seed: int) -> Retriever:
     """AdamW 3e-3, weight decay 0.1, 600 steps of B=64 haystacks with n ~ U[8, 32]."""
     model = Retriever(config, rngs=nnx.Rngs(seed))
     data = functools.partial(needle_haystack, batch_size=BATCH, max_items=TRAIN_MAX, min_items=TRAIN_MIN)
-    fit(model, data, steps=STEPS, loss_fn=loss_fn, learning_rate=LR, weight_decay=WD, seed=seed, progress=False)
+    fit(model, data, steps=STEPS, loss_fn=loss_fn, learning_rate=LR, weight_decay=WD, seed=seed)
     return model
 
 
@@ -295,6 +295,15 @@ def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/dilution"
 # much does softmax still fade? (3) Try temperature 0.5 at test time. (4) Run your own
 # attention: `tinytf lesson dilution --variant my_module:my_attention`.
 
+# %% tags=["parameters"]
+# Run settings (papermill's "parameters" cell). As a script, the command line overrides them:
+# python lessons/07_dilution.py --quick --seed 1
+quick = None    # True: quick mode (about a minute); None: full mode unless $TINYTF_QUICK=1
+seed = 0
+variant = None  # an attention variant: a registered name or "module:function"
+out = "runs"    # each run writes a new folder runs/dilution/<date>-<time>_seed<seed>_<mode>/
+run_dir = None  # ... or exactly this new or empty folder
+
 # %%
 if __name__ == "__main__":
-    main_for(__file__, run)
+    result = main_for("dilution", run, quick=quick, seed=seed, variant=variant, out=out, run_dir=run_dir)

@@ -109,7 +109,7 @@ def train(changes: dict, seed: int, steps: int, test) -> tuple[DETR, dict[int, d
     """Train one condition; measure the held-out maps every EVERY steps (a curve per condition)."""
     model = DETR(BASE.replace(**changes), rngs=nnx.Rngs(seed))
     history = fit(model, data, steps=steps, loss_fn=loss_fn, learning_rate=LR, warmup=WARMUP, clip=0.1, seed=seed,
-                  progress=False, callbacks=[lambda step, m: measure(m, test)], callback_every=EVERY)
+                  callbacks=[lambda step, m: measure(m, test)], callback_every=EVERY)
     keys = ("pair-cos", "pair-JS", "recall", "map entropy", "query-embedding cos")  # what `measure` returns
     curve = {int(s): {k: float(history[k][i]) for k in keys} for i, s in enumerate(history.steps("pair-cos"))}
     return model, curve
@@ -353,6 +353,15 @@ def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/detr-quer
 # `detr_query_report` on it. (4) Increase the queries to 16: what happens to duplicates?
 # (5) Try `pe_temperature` 5 and 100: where do the checklist and pair-cos put them?
 
+# %% tags=["parameters"]
+# Run settings (papermill's "parameters" cell). As a script, the command line overrides them:
+# python lessons/08_detr_queries.py --quick --seed 1
+quick = None    # True: quick mode (about a minute); None: full mode unless $TINYTF_QUICK=1
+seed = 0
+variant = None  # an attention variant: a registered name or "module:function"
+out = "runs"    # each run writes a new folder runs/detr-queries/<date>-<time>_seed<seed>_<mode>/
+run_dir = None  # ... or exactly this new or empty folder
+
 # %%
 if __name__ == "__main__":
-    main_for(__file__, run)
+    result = main_for("detr-queries", run, quick=quick, seed=seed, variant=variant, out=out, run_dir=run_dir)

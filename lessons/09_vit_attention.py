@@ -102,7 +102,7 @@ def train(config: ViTConfig, seed: int) -> ViT:
     model = ViT(config, rngs=rngs)
     model.patch_embed = LinearPatchEmbed(config.patch_size, config.channels, config.d_model, rngs=rngs)
     data = functools.partial(shapes_classification, batch_size=BATCH, **DATA)
-    fit(model, data, steps=STEPS, loss_fn=loss_fn, learning_rate=LR, weight_decay=WD, seed=seed, progress=False)
+    fit(model, data, steps=STEPS, loss_fn=loss_fn, learning_rate=LR, weight_decay=WD, seed=seed)
     return model
 
 
@@ -406,6 +406,15 @@ def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/vit-atten
 # of the image (SmoothGrad). (3) Train 6 layers and plot precision@k of raw attention
 # per layer.
 
+# %% tags=["parameters"]
+# Run settings (papermill's "parameters" cell). As a script, the command line overrides them:
+# python lessons/09_vit_attention.py --quick --seed 1
+quick = None    # True: quick mode (about a minute); None: full mode unless $TINYTF_QUICK=1
+seed = 0
+variant = None  # an attention variant: a registered name or "module:function"
+out = "runs"    # each run writes a new folder runs/vit-attention/<date>-<time>_seed<seed>_<mode>/
+run_dir = None  # ... or exactly this new or empty folder
+
 # %%
 if __name__ == "__main__":
-    main_for(__file__, run)
+    result = main_for("vit-attention", run, quick=quick, seed=seed, variant=variant, out=out, run_dir=run_dir)

@@ -79,7 +79,7 @@ def train(mode: str, seed: int, steps: int = STEPS, loss=loss_fn) -> ViT:
     """A fresh ViT trained on bars with the watermark in `mode`; same seed = same init and batches."""
     model = ViT(CONFIG, rngs=nnx.Rngs(seed))
     data = functools.partial(bars_watermark, batch_size=BATCH, watermark=mode)
-    fit(model, data, steps=steps, loss_fn=loss, learning_rate=LR, weight_decay=WD, seed=seed, progress=False)
+    fit(model, data, steps=steps, loss_fn=loss, learning_rate=LR, weight_decay=WD, seed=seed)
     return model
 
 
@@ -287,6 +287,15 @@ def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/spurious-
 # learn the bar? (2) Stamp the watermark at a random position: does attention follow it?
 # (3) Run the re-weighting with `quick=False` and compare the attention maps.
 
+# %% tags=["parameters"]
+# Run settings (papermill's "parameters" cell). As a script, the command line overrides them:
+# python lessons/10_spurious_attention.py --quick --seed 1
+quick = None    # True: quick mode (about a minute); None: full mode unless $TINYTF_QUICK=1
+seed = 0
+variant = None  # an attention variant: a registered name or "module:function"
+out = "runs"    # each run writes a new folder runs/spurious-attention/<date>-<time>_seed<seed>_<mode>/
+run_dir = None  # ... or exactly this new or empty folder
+
 # %%
 if __name__ == "__main__":
-    main_for(__file__, run)
+    result = main_for("spurious-attention", run, quick=quick, seed=seed, variant=variant, out=out, run_dir=run_dir)

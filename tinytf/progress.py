@@ -14,6 +14,7 @@ import sys
 import warnings
 
 _quiet: bool | None = None  # None: follow $TINYTF_QUIET
+_label: list = []  # [label, bars drawn so far] while inside `labelled(...)`
 
 
 def set_quiet(quiet: bool = True) -> None:
@@ -35,6 +36,22 @@ def quiet(enabled: bool = True):
         _quiet = previous
 
 
+@contextlib.contextmanager
+def labelled(label: str):
+    """Inside the block, bars read "[label] desc N" (numbered) and status lines start with "[label]".
+
+    The lesson runner wraps a lesson in it, so its many training runs read as one numbered list
+    ("[attention-sinks] fit 3") instead of a column of identical "fit" bars.
+    """
+    global _label
+    previous = _label
+    _label = [label, 0]
+    try:
+        yield
+    finally:
+        _label = previous
+
+
 def is_quiet() -> bool:
     """True after `set_quiet()`, or when $TINYTF_QUIET is set to anything but "" or "0"."""
     if _quiet is not None:
@@ -50,6 +67,9 @@ def progress_enabled(progress: bool | None) -> bool:
 def progress_bar(total: int | None, *, desc: str, enabled: bool | None = None, unit: str = "step",
                  initial: int = 0, leave: bool = False):
     """A tqdm bar on stderr (a widget in notebooks); a disabled bar when progress is off."""
+    if _label:
+        _label[1] += 1
+        desc = f"[{_label[0]}] {desc} {_label[1]}"
     with warnings.catch_warnings():  # tqdm.auto warns when ipywidgets is missing; it then draws text
         warnings.simplefilter("ignore")
         from tqdm.auto import tqdm
@@ -60,8 +80,10 @@ def progress_bar(total: int | None, *, desc: str, enabled: bool | None = None, u
 def say(message: str, *, enabled: bool | None = None) -> None:
     """Print a status line on stderr unless progress is off."""
     if progress_enabled(enabled):
+        if _label:
+            message = f"[{_label[0]}] {message}"
         sys.stderr.write(message + "\n")
         sys.stderr.flush()
 
 
-__all__ = ["set_quiet", "quiet", "is_quiet", "progress_enabled", "progress_bar", "say"]
+__all__ = ["set_quiet", "quiet", "labelled", "is_quiet", "progress_enabled", "progress_bar", "say"]

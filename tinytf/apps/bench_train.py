@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from tinytf.train.history import History
 from tinytf.checks import check_positive
+from tinytf.progress import progress_bar
 from tinytf.train.loop import fit
 from tinytf.train.step import unpack_loss
 from tinytf.train.optim import make_optimizer
@@ -201,12 +204,14 @@ def _step_flops(model: nnx.Module, batch, loss_fn) -> float:
     return float(cost.get("flops", float("nan")))
 
 
-def bench_train(*, steps: int = 200, repeats: int = 3, print_fn: Callable | None = print) -> dict:
+def bench_train(*, steps: int = 200, repeats: int = 3, print_fn: Callable | None = print,
+                progress: bool | None = None) -> dict:
     """`tinytf bench train`: the tiny LM and ViT presets, three ways each, in one run.
 
     For each preset: a per-step `nnx.jit` loop, `fit` (one step per call and as used),
     and `fit` on the same architecture built from `flax.nnx` stock layers; steps/s,
     ratios, and achieved GFLOP/s against a float32 matmul measured in the same run.
+    progress: a bar over the presets (None: follow `tinytf.progress`); the timed runs draw none.
     """
     from tinytf.data import copy_task, shapes_classification
     from tinytf.models import CausalLM, LMConfig, ViT, ViTConfig
@@ -239,7 +244,11 @@ def bench_train(*, steps: int = 200, repeats: int = 3, print_fn: Callable | None
                                     lambda: _StockViT(num_classes=4, rngs=nnx.Rngs(0)), vit_data, vit_loss),
     }
     results = {"matmul_gflops": peak, "presets": {}}
+    bar = progress_bar(len(presets), desc="bench train", unit="preset", enabled=progress)
+    if print_fn is print:  # lines go above the bar, not through it
+        print_fn = lambda line: bar.write(line, file=sys.stdout)  # noqa: E731
     for name, (make, make_stock, data, loss_fn) in presets.items():
+        bar.set_postfix_str(name)
         r = benchmark_fit_vs_nnx_jit(make, data, loss_fn, steps=steps, repeats=repeats, name=name,
                                      print_fn=print_fn)
         stock = max((fit(make_stock(), data, steps=steps, loss_fn=loss_fn, progress=False) for _ in range(repeats)),
@@ -255,16 +264,20 @@ def bench_train(*, steps: int = 200, repeats: int = 3, print_fn: Callable | None
                      f"(tinytf layers are {r['tinytf_vs_stock_nnx']:.2f}x the stock-layer speed)")
             print_fn(f"  achieved {r['fit_gflops']:.2f} GFLOP/s = {100 * r['fit_fraction_of_matmul']:.1f}% of a "
                      f"1024x1024 matmul ({peak:.1f} GFLOP/s); {r['step_gflop'] * 1e3:.1f} MFLOP per step")
+        bar.update(1)
+    bar.close()
     return results
 
 
-def bench_presets(*, seed: int = 0, steps: int = 300, print_fn: Callable | None = print) -> dict:
+def bench_presets(*, seed: int = 0, steps: int = 300, print_fn: Callable | None = print,
+                  progress: bool | None = None) -> dict:
     """`tinytf bench presets`: train the tiny presets from scratch and report accuracy and time.
 
     LMConfig.tiny() on the induction/copy task (16 random tokens then the same 16; accuracy on
     the copied half) and ViTConfig.tiny16() on 16x16 shapes (4 classes), each for `steps`
     steps of `fit`, evaluated on fresh held-out batches. Times are wall seconds and this
-    process's CPU seconds (all threads; compilation included).
+    process's CPU seconds (all threads; compilation included). progress: fit's bars (None: follow
+    `tinytf.progress`).
     """
     import functools
 
@@ -277,7 +290,7 @@ def bench_presets(*, seed: int = 0, steps: int = 300, print_fn: Callable | None 
     copy = functools.partial(data.copy_task, batch_size=16, length=16, vocab_size=64)
     lm = CausalLM(LMConfig.tiny(), rngs=nnx.Rngs(seed))
     fit(lm, copy, steps=steps, loss_fn=lambda m, b: cross_entropy(m(b["tokens"]), b["targets"], b["loss_mask"]),
-        learning_rate=3e-3, seed=seed, progress=False)
+        learning_rate=3e-3, seed=seed, progress=progress)
     held = data.copy_task(jax.random.key(10_000 + seed), batch_size=512, length=16, vocab_size=64)
     results["lm_induction_accuracy"] = float(accuracy(lm(held["tokens"]), held["targets"], held["loss_mask"]))
     results["lm_wall_s"], results["lm_cpu_s"] = time.perf_counter() - t0, time.process_time() - c0
@@ -286,7 +299,7 @@ def bench_presets(*, seed: int = 0, steps: int = 300, print_fn: Callable | None 
     shapes = functools.partial(data.shapes_classification, batch_size=64, image_size=16, num_classes=4)
     vit = ViT(ViTConfig.tiny16(num_classes=4), rngs=nnx.Rngs(seed))
     fit(vit, shapes, steps=steps, loss_fn=lambda m, b: cross_entropy(m(b["images"]), b["labels"]),
-        learning_rate=3e-3, seed=seed, progress=False)
+        learning_rate=3e-3, seed=seed, progress=progress)
     held = data.shapes_classification(jax.random.key(10_000 + seed), batch_size=1024, image_size=16, num_classes=4)
     results["vit_shapes_accuracy"] = float(accuracy(vit(held["images"]), held["labels"]))
     results["vit_wall_s"], results["vit_cpu_s"] = time.perf_counter() - t0, time.process_time() - c0

@@ -7,6 +7,7 @@ function, so this file stays a table of contents:
   tinytf bench attention|train     speed and memory against named peers
   tinytf detr train                train and evaluate the DETR preset (see detr_recipe.py)
   tinytf lessons / lesson ID       the lessons (see lessons.py)
+  tinytf course build              the course as a static web site (see course.py)
   tinytf exercises list|init DIR   the student exercises (see grading.py)
   tinytf grade [DIR]               the autograder
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import shlex
 import sys
 
 # (module, what it adds). A module that is missing is skipped, so the CLI works
@@ -24,6 +26,7 @@ _SUBSYSTEMS = (
     "tinytf.apps.bench",
     "tinytf.apps.detr_recipe",
     "tinytf.apps.lessons",
+    "tinytf.apps.course",
     "tinytf.grading",
 )
 
@@ -47,12 +50,26 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         if hasattr(module, "register_cli"):
             module.register_cli(sub)
+    _quiet_everywhere(sub)
     return parser
+
+
+def _quiet_everywhere(sub) -> None:
+    """Let `--quiet` also follow any subcommand (`tinytf lesson ID --quiet`), not only precede it."""
+    for command in sub.choices.values():
+        if "--quiet" not in command._option_string_actions:
+            # SUPPRESS: absent, it leaves the global flag's value alone
+            command.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
+                                 help="no progress bars or status lines (also: TINYTF_QUIET=1)")
+        for action in command._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _quiet_everywhere(action)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.command_line = shlex.join(["tinytf", *(sys.argv[1:] if argv is None else argv)])  # for metrics.json
     if not getattr(args, "func", None):
         parser.print_help()
         return 1

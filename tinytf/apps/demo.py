@@ -49,21 +49,27 @@ def run_demo(out_dir: str | Path = "runs/demo", *, variant: str | None = None, s
     maps = capture_attention(model, tokens)
     layers = list(maps)
     heads = maps[layers[0]].shape[1]
-    fig, axes = plt.subplots(len(layers), heads, figsize=(2.6 * heads, 2.6 * len(layers)), squeeze=False)
+    T = tokens.shape[1]
+    fig, axes = plt.subplots(len(layers), heads, figsize=(2.4 * heads + 1.2, 2.6 * len(layers) + 0.8),
+                             squeeze=False, sharex=True, sharey=True, layout="constrained")
     labels = [str(int(t)) for t in tokens[0]]
     for i, name in enumerate(layers):
         for h in range(heads):
             ax = axes[i, h]
             im = ax.imshow(maps[name][0, h], cmap="viridis", vmin=0, vmax=1)
-            ax.set_title(f"{name}  head {h}", fontsize=8)
-            ax.set_xticks(range(len(labels)), labels, fontsize=5)
-            ax.set_yticks(range(len(labels)), labels, fontsize=5)
-            if h == 0:
-                ax.set_ylabel("query token")
-            if i == len(layers) - 1:
-                ax.set_xlabel("key token")
-    fig.colorbar(im, ax=axes, shrink=0.6, label="attention weight")
-    fig.suptitle("Attention of an untrained 2-layer model on a repeated sequence (causal)")
+            ax.axvline(T // 2 - 0.5, color="white", lw=0.8, ls=":")  # where the sequence repeats
+            ax.axhline(T // 2 - 0.5, color="white", lw=0.8, ls=":")
+            ax.set_title(f"layer {i}, head {h}", fontsize=9)
+            ax.tick_params(labelsize=7, length=2)
+    for ax in axes[:, 0]:  # token ids on the outer panels only (shared axes), one per position
+        ax.set_yticks(range(T), labels)
+        ax.set_ylabel("query token")
+    for ax in axes[-1, :]:
+        ax.set_xticks(range(T), labels, rotation=90)
+        ax.set_xlabel("key token")
+    fig.colorbar(im, ax=axes, shrink=0.8, label="attention weight")
+    fig.suptitle("Attention of an untrained 2-layer model on a sequence of 8 random tokens repeated "
+                 "(causal; dotted: where it repeats)", fontsize=10)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "attention.png"

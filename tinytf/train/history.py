@@ -12,7 +12,10 @@ from typing import Any
 import jax
 import numpy as np
 
-@dataclass
+_REPR_SERIES = 12  # series listed by repr(History); the rest are named
+
+
+@dataclass(repr=False)
 class History:
     """What happened during ``fit``: metric series plus timings and how the run ended.
 
@@ -82,6 +85,26 @@ class History:
         if name not in self.series:
             raise KeyError(f"no metric {name!r} in history; logged: {sorted(self.series)}")
         return self.series[name]
+
+    def __repr__(self) -> str:
+        """A few lines, not thousands of numbers: steps, time, and each series' length and last value."""
+        head = (f"History(steps {self.start_step}->{self.final_step}, {self.wall_time_s:.1f} s "
+                f"(compile {self.compile_time_s:.1f} s), {self.steps_per_s:.1f} steps/s"
+                + (f", stopped early: {self.stopped_early}" if self.stopped_early else "") + ")")
+        lines = [head]
+        names = list(self.series)
+        for name in names[:_REPR_SERIES]:
+            steps, vals = self.series[name]
+            if not vals:
+                lines.append(f"  {name}: empty")
+                continue
+            last = vals[-1]
+            shown = f"array{tuple(np.shape(last))}" if np.ndim(last) else f"{last:.4g}" if isinstance(
+                last, float) else repr(last)
+            lines.append(f"  {name}: {len(vals)} value{'s' * (len(vals) > 1)}, last {shown} at step {steps[-1]}")
+        if len(names) > _REPR_SERIES:
+            lines.append(f"  ... and {len(names) - _REPR_SERIES} more series: {', '.join(names[_REPR_SERIES:])}")
+        return "\n".join(lines)
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict: {"metrics": {name: {"step": [...], "value": [...]}}, ...}."""
