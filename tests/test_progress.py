@@ -8,11 +8,16 @@ from tinytf.train.history import History
 
 def test_labelled_numbers_bars_and_prefixes_status_lines(capsys):
     with labelled("attention-sinks"):
-        first, second = progress_bar(3, desc="fit", enabled=False), progress_bar(3, desc="fit", enabled=False)
+        bars = [progress_bar(3, desc="fit", enabled=True) for _ in range(2)]
         say("fit: steps 0->3", enabled=True)
-    outside = progress_bar(3, desc="fit", enabled=False)
-    assert (first.desc, second.desc, outside.desc) == ("[attention-sinks] fit 1", "[attention-sinks] fit 2", "fit")
-    assert capsys.readouterr().err == "[attention-sinks] fit: steps 0->3\n"
+    bars.append(progress_bar(3, desc="fit", enabled=True))
+    for bar in bars:
+        bar.close()
+    assert [bar.desc for bar in bars] == ["[attention-sinks] fit 1", "[attention-sinks] fit 2", "fit"]
+    assert "[attention-sinks] fit 2: steps 0->3\n" in capsys.readouterr().err
+    with labelled("x"):
+        say("no bar yet: as it is", enabled=True)
+    assert capsys.readouterr().err == "[x] no bar yet: as it is\n"
     with quiet(), labelled("x"):
         say("hidden")
     assert capsys.readouterr().err == ""

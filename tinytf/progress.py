@@ -14,7 +14,7 @@ import sys
 import warnings
 
 _quiet: bool | None = None  # None: follow $TINYTF_QUIET
-_label: list = []  # [label, bars drawn so far] while inside `labelled(...)`
+_label: list = []  # [label, bars drawn so far, last bar's desc] while inside `labelled(...)`
 
 
 def set_quiet(quiet: bool = True) -> None:
@@ -38,14 +38,15 @@ def quiet(enabled: bool = True):
 
 @contextlib.contextmanager
 def labelled(label: str):
-    """Inside the block, bars read "[label] desc N" (numbered) and status lines start with "[label]".
+    """Inside the block, bars read "[label] desc N" (numbered) and status lines start with "[label]"
+    (a line "desc: ..." right after bar N reads "[label] desc N: ...").
 
     The lesson runner wraps a lesson in it, so its many training runs read as one numbered list
     ("[attention-sinks] fit 3") instead of a column of identical "fit" bars.
     """
     global _label
     previous = _label
-    _label = [label, 0]
+    _label = [label, 0, None]
     try:
         yield
     finally:
@@ -69,6 +70,7 @@ def progress_bar(total: int | None, *, desc: str, enabled: bool | None = None, u
     """A tqdm bar on stderr (a widget in notebooks); a disabled bar when progress is off."""
     if _label:
         _label[1] += 1
+        _label[2] = desc
         desc = f"[{_label[0]}] {desc} {_label[1]}"
     with warnings.catch_warnings():  # tqdm.auto warns when ipywidgets is missing; it then draws text
         warnings.simplefilter("ignore")
@@ -81,6 +83,8 @@ def say(message: str, *, enabled: bool | None = None) -> None:
     """Print a status line on stderr unless progress is off."""
     if progress_enabled(enabled):
         if _label:
+            if _label[2] and message.startswith(_label[2] + ":"):
+                message = f"{_label[2]} {_label[1]}" + message[len(_label[2]):]
             message = f"[{_label[0]}] {message}"
         sys.stderr.write(message + "\n")
         sys.stderr.flush()
