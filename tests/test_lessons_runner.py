@@ -242,3 +242,22 @@ def test_quiet_goes_before_or_after_the_command():
     assert not parser.parse_args(["lesson", "positions"]).quiet
     assert parser.parse_args(["bench", "attention", "--quiet"]).quiet
     assert parser.parse_args(["course", "build", "--quiet"]).quiet
+
+
+def test_nothing_outside_the_lessons_points_outside_the_repository():
+    """The package, tests, exercises and README carry what a reader needs (issue 15, item 4).
+
+    lessons/ is checked by each lesson's own references cell (the lesson engineers' part);
+    extend ROOTS with "lessons" once every lesson carries its references.
+    """
+    root = Path(__file__).resolve().parents[1]
+    roots = ["tinytf", "tests", "exercises", "README.md", "pyproject.toml", ".ci"]
+    bad = []
+    for name in roots:
+        paths = [root / name] if (root / name).is_file() else sorted((root / name).rglob("*"))
+        for path in paths:
+            if path.is_file() and path.suffix in ("", ".py", ".md", ".toml", ".txt") and path != Path(__file__):
+                for i, line in enumerate(path.read_text(errors="ignore").splitlines(), 1):
+                    if "PHENOMENA" in line or "../shared" in line:
+                        bad.append(f"{path.relative_to(root)}:{i}: {line.strip()}")
+    assert not bad, "points outside the repository:\n" + "\n".join(bad)

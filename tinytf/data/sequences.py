@@ -73,7 +73,7 @@ def copy_task(key, *, batch_size: int, length: int = 16, vocab_size: int = 64, b
 
     Predicting the second half needs an induction head: find the earlier occurrence of the
     current token and copy the one after it (Olsson et al. 2022, "In-context learning and
-    induction heads"). PHENOMENA section 2 uses ``length=16, vocab_size=64`` (T = 32).
+    induction heads"). ``length=16, vocab_size=64`` (T = 32) is a good small setting.
 
     Args:
       key: a JAX random key.
@@ -188,7 +188,7 @@ def needle_haystack(key, *, batch_size: int, max_items: int, min_items: int | No
     the query. A distractor's value is the filler class 0 with probability ``filler_prob``,
     otherwise uniform over [1, V); the needle's value is uniform over [0, V). The target is
     the needle's value. Embed items compositionally (E_a(a) + E_b(b) + E_v(v)) for the near
-    misses to bite. This is the retrieval toy of PHENOMENA section 4 (attention fading with
+    misses to bite. This is the retrieval toy of the `dilution` lesson (attention fading with
     context length; Nakanishi 2025, arXiv 2501.19399).
 
     Items live in a fixed-length padded array of ``max_items`` (M) slots: the first n are
@@ -306,7 +306,7 @@ def make_bigram_backcopy_task(seed: int = 0, *, vocab_size: int = 32, triggers: 
     Guo et al. 2024, "Active-Dormant Attention Heads" (arXiv 2410.13835): sequences follow a
     bigram Markov chain, except that after a trigger token the next token copies the token
     *before* the trigger. Attention heads that implement the copy are active on triggers and
-    dump their attention on BOS everywhere else -- an attention sink (PHENOMENA section 3).
+    dump their attention on BOS everywhere else -- an attention sink (Gu et al. 2024).
     The trigger columns are multiplied by ``trigger_weight`` and rows renormalised, so that
     triggers are common: with the defaults, 12-23 % of the predicted tokens are back-copies
     (seeds 0-4; 17 % at seed 0, whose Bayes-optimal loss at T = 32 is 2.03 nats).
@@ -358,7 +358,7 @@ def sample_bigram_backcopy(key, task: BigramBackcopyTask, *, batch_size: int, se
       key: a JAX random key.
       task: from ``make_bigram_backcopy_task`` (close over it under jit).
       batch_size: B.
-      seq_len: T, including the BOS at position 0 (PHENOMENA's recipe: 32).
+      seq_len: T, including the BOS at position 0 (the attention-sinks lesson uses 32).
 
     Returns:
       dict with ``tokens (B, T) int32``, ``targets (B, T)``, ``loss_mask (B, T) bool``
@@ -419,7 +419,7 @@ def counting_task(key, *, batch_size: int, seq_len: int = 24, max_count: int = 6
 
     Each sequence has 1..max_count As and 1..max_count Bs, the two counts unequal, at random
     positions; the other positions are fillers. With ``mask_prob`` > 0 every non-CLS position
-    is independently replaced by MASK (10 % in PHENOMENA section 6, so that deletion tests
+    is independently replaced by MASK (the heads lesson uses 10 %, so that deletion tests
     with MASK stay in distribution); the label is recounted *after* masking (a tie is
     label 0). The A/B positions are the ground-truth relevance for attribution lessons
     (Michel et al. 2019; Abnar & Zuidema 2020). Non-causal: read the prediction at CLS.

@@ -11,10 +11,10 @@ Read in order:
    al. 2019, Geirhos et al. 2020).
 3. ``shapes_detection`` -- several shapes per image with DETR-style targets (Carion et al.
    2020): class labels, normalised (cx, cy, w, h) boxes, a validity mask.
-4. ``bars_watermark`` -- PHENOMENA section 9's harder toy: a horizontal vs vertical bar in
-   heavy noise, plus the watermark.
-5. ``feature_map_detection`` -- PHENOMENA section 5's DETR toy: objects as one-hot cells of an
-   8x8 feature grid, with cell boxes as targets.
+4. ``bars_watermark`` -- the harder shortcut toy of the `spurious-attention` lesson: a
+   horizontal vs vertical bar in heavy noise, plus the watermark.
+5. ``feature_map_detection`` -- the DETR toy of the `detr-queries` lesson: objects as one-hot
+   cells of an 8x8 feature grid, with cell boxes as targets.
 
 Images are float32 in [0, 1], layout (B, H, W, C); configuration is keyword-only and static
 (close over it with ``functools.partial`` under jit).
@@ -251,7 +251,7 @@ def shapes_classification(key, *, batch_size: int, image_size: int = 32, channel
     specks under the shape; ``noise`` adds Gaussian noise of that standard deviation (then
     clips to [0, 1]).
 
-    The spurious watermark (Clever Hans; PHENOMENA section 9): with ``watermark_size`` = s > 0
+    The spurious watermark (Clever Hans; Lapuschkin et al. 2019): with ``watermark_size`` = s > 0
     the top-left s x s patch is kept free of shapes and clutter (in every mode, so that all
     evaluation sets share one shape distribution), and a 0/1 checkerboard is stamped there:
     ``"correlated"`` -- present iff label == 1, with probability ``watermark_prob`` (else
@@ -398,7 +398,7 @@ def shapes_detection(key, *, batch_size: int, image_size: int = 64, max_objects:
 
 
 # ----------------------------------------------------------------------------------------------
-# Bars with a watermark (PHENOMENA section 9)
+# Bars with a watermark (the spurious-attention lesson)
 # ----------------------------------------------------------------------------------------------
 
 
@@ -407,7 +407,7 @@ def bars_watermark(key, *, batch_size: int, image_size: int = 16, bar_length: in
                    ) -> dict[str, jax.Array]:
     """Grey images of a horizontal (label 0) or vertical (label 1) bar, plus a spurious watermark.
 
-    PHENOMENA section 9's shortcut-learning toy: a 1-pixel-wide bar of ``bar_length`` pixels
+    A shortcut-learning toy (Geirhos et al. 2020): a 1-pixel-wide bar of ``bar_length`` pixels
     (value 1 on a 0 background) at a uniformly random position that never touches the
     top-left ``watermark_size`` patch, Gaussian noise sigma = ``noise``, clipped to [0, 1].
     The watermark (a 0/1 checkerboard in that patch) follows ``watermark`` as in
@@ -457,7 +457,7 @@ def bars_watermark(key, *, batch_size: int, image_size: int = 16, bar_length: in
 
 
 # ----------------------------------------------------------------------------------------------
-# Synthetic feature maps for DETR (PHENOMENA section 5)
+# Synthetic feature maps for DETR (the detr-queries lesson)
 # ----------------------------------------------------------------------------------------------
 
 
@@ -469,7 +469,7 @@ def feature_map_detection(key, *, batch_size: int, grid: int = 8, max_objects: i
     cells, of random class. A cell's feature is the one-hot code of its class, with class
     ``num_classes`` meaning "background", plus Gaussian noise: (B, g, g, num_classes + 1).
     The content of a cell says *what* is there; *where* it is can only come from positions,
-    which is what makes this the isolated test of DETR's decoder (PHENOMENA section 5c).
+    which makes this a test of DETR's decoder alone: no backbone to blame.
     Targets are DETR-style: the box of object k is its cell, (cx, cy, w, h) = ((j + 0.5)/g,
     (i + 0.5)/g, 1/g, 1/g) for row i, column j, normalised to [0, 1].
 

@@ -132,7 +132,7 @@ def postprocess(outputs: Mapping, image_size) -> tuple[jax.Array, jax.Array, jax
 def centre_recall(outputs: Mapping, labels, boxes, valid, *, tolerance: float, min_score: float = 0.5) -> jax.Array:
     """Fraction of objects found by a confident query of the right class whose centre is close.
 
-    The detection metric of PHENOMENA section 5 for objects that are cells of a feature grid:
+    A detection metric for objects that are cells of a feature grid (the detr-queries lesson):
     object k is recalled if some query's top real class is k's class with probability
     >= ``min_score`` and its predicted centre is within ``tolerance`` of k's centre in both x
     and y (half a cell: tolerance = 0.5 / grid). Duplicates are not penalised (AP does that).

@@ -2,18 +2,19 @@
 
 Arrays in, numbers out; no plotting here (see `tinytf.plots`). Attention maps
 are `(B, N, T, S)` arrays or the dict `{layer_name: weights}` returned by
-`tinytf.capture.capture_attention(model, *inputs)`. Each docstring cites the paper that defines its metric and the section
-of the project's PHENOMENA notes (§N) with the toy recipe.
+`tinytf.capture.capture_attention(model, *inputs)`. Each docstring cites the paper that defines its
+metric; the lesson that uses it is in brackets (`tinytf lessons` lists them).
 
 Read in this order:
-  maps.py        — entropy, max logit, sink rate, BOS/null mass, needle mass (§2-§4)
-  representations.py — rank-collapse residual, singular values     (§1)
-  similarity.py  — JS divergence, cross-layer similarity           (§8)
+  maps.py        — entropy, max logit, sink rate, BOS/null mass, needle mass
+                   [entropy-collapse, attention-sinks, dilution]
+  representations.py — rank-collapse residual, singular values     [rank-collapse]
+  similarity.py  — JS divergence, cross-layer similarity           [heads]
   queries.py     — the DETR checklist: query-map cosine / JS, query embeddings,
-                   positional-code aliasing                        (§5)
-  heads.py       — head importance, masking and pruning curves     (§6)
+                   positional-code aliasing                        [detr-queries]
+  heads.py       — head importance, masking and pruning curves     [heads]
   attribution.py — attention rollout, grad x input, deletion / AOPC,
-                   Kendall tau, precision@k                        (§7)
+                   Kendall tau, precision@k                        [vit-attention]
 """
 
 from tinytf.diagnostics.attribution import (

@@ -2,7 +2,7 @@
 
 Raw attention of one layer is a poor explanation in deep models: information has
 already mixed across tokens in earlier layers (Jain & Wallace 2019, "Attention
-is not Explanation"). This file builds the tools of PHENOMENA §7:
+is not Explanation"). This file builds the tools to test attributions:
 
   1. `attention_rollout` — multiply the head-averaged maps of all layers, with
      the residual path as an identity (Abnar & Zuidema 2020);
@@ -33,9 +33,10 @@ def attention_rollout(maps, *, residual: float = 0.5, layers=None) -> Array:
 
     Math: Abar_l = mean_h A_l; A'_l = rownorm(residual * I + (1 - residual) * Abar_l);
     R = A'_L A'_{L-1} ... A'_1  (Abnar & Zuidema 2020, "Quantifying Attention Flow
-    in Transformers"; PHENOMENA §7a). The identity stands for the residual
+    in Transformers"). The identity stands for the residual
     connection. Row i of R attributes output token i to the input tokens;
-    for a classifier take the CLS row and drop the CLS column (§7d).
+    for a classifier take the CLS row and drop the CLS column (the CLS token is not
+    a part of the input to explain).
 
     Args:
       maps: {layer: (B, N, T, T)} in network order (e.g. from
@@ -65,7 +66,7 @@ def grad_times_input(fn: Callable, embeddings, target=None, *, absolute: bool = 
     """Gradient x input saliency of the target logit w.r.t. input embeddings.
 
     Math: s_t = sum_d x_td * d logit_y / d x_td  (Shrikumar et al. 2017; Simonyan
-    et al. 2014; PHENOMENA §7c). Uses the logit, not the probability, which
+    et al. 2014). Uses the logit, not the probability, which
     saturates on confident models.
 
     Args:
@@ -110,8 +111,8 @@ def deletion_curve(predict_fn: Callable, inputs, scores, ks, *, baseline, target
 
     Math: drop_k = p(y | x) - p(y | x with its k highest-scored tokens replaced by
     `baseline`), y = the prediction on the intact input (Samek et al. 2017,
-    "Evaluating the visualization of what a deep neural network has learned";
-    PHENOMENA §7b). Deleting with a token the model never saw is out of
+    "Evaluating the visualization of what a deep neural network has learned").
+    Deleting with a token the model never saw is out of
     distribution: train with random MASKing or report insertion curves too.
 
     Args:
@@ -153,7 +154,7 @@ def deletion_curve(predict_fn: Callable, inputs, scores, ks, *, baseline, target
 def aopc(drops) -> float | np.ndarray:
     """Area over the perturbation curve: mean drop over k = 1..K (higher = more faithful).
 
-    Math: AOPC = (1/K) sum_{k=1..K} (p_0 - p_k)  (Samek et al. 2017; PHENOMENA §7b).
+    Math: AOPC = (1/K) sum_{k=1..K} (p_0 - p_k)  (Samek et al. 2017).
 
     Args:
       drops: (K,) or (B, K) output of `deletion_curve` for ks = 1..K.
@@ -184,7 +185,7 @@ def kendall_tau(a, b, *, candidates=None) -> np.ndarray:
 
     Math: tau_b = (concordant - discordant) / sqrt((n0 - ties_a)(n0 - ties_b))
     (Kendall 1945; used by Jain & Wallace 2019 to compare attention with
-    gradient importance; PHENOMENA §7b). NaN if one ranking is constant.
+    gradient importance). NaN if one ranking is constant.
 
     Args:
       a, b: (B, T) or (T,) scores.
@@ -205,7 +206,7 @@ def precision_at_k(scores, relevant, k: int | None = None, *, candidates=None) -
     """Share of the top-k scored tokens that are truly relevant, averaged over examples.
 
     Math: |top_k(scores) & relevant| / k with k = #relevant per example by default
-    (plausibility; PHENOMENA §7b).
+    (plausibility: does the attribution point where a person would?).
 
     Args:
       scores: (B, T) attribution. relevant: (B, T) bool ground truth.

@@ -8,8 +8,9 @@ and score each head by how much the loss reacts to it:
 
 a first-order Taylor estimate of the loss change when the head is removed,
 normalised by the l2 norm within each layer. Writing 0 into a gate prunes that
-head; nothing is retrained. PHENOMENA §6 has the toy and its pitfalls (one-shot
-rankings collapse at high sparsity; re-estimating importance helps).
+head; nothing is retrained. A ranking computed once can fail at high sparsity;
+re-estimating importance as heads go is the usual remedy, and not always better:
+the heads lesson compares both.
 
 In tinytf every `MultiHeadAttention` owns such a gate: a `HeadGate` variable of
 shape (N,), ones by default (`tinytf.nn.HeadGate`). Layers are named by their
@@ -164,7 +165,7 @@ def head_importance(model, loss_fn: Callable, batches: Iterable, *, normalize: b
     """Michel et al. 2019 head importance I_h = E_x |dL(x)/d xi_h| at the current gates.
 
     Math: I_h = (1/|X|) sum_x |dL(x)/d xi_h|, then I_l <- I_l / ||I_l||_2 per layer
-    (Michel, Levy & Neubig 2019; PHENOMENA §6b). The absolute value is taken per
+    (Michel, Levy & Neubig 2019). The absolute value is taken per
     example, not of the averaged gradient.
 
     Args:
@@ -210,7 +211,7 @@ def _masks_for(model, pruned: Sequence[Head], gate_type) -> dict[str, Array]:
 def prune_heads(model, order: Sequence[Head], fraction: float, *, gate_type=None) -> dict[str, Array]:
     """Remove the first `round(fraction * #heads)` heads of `order` (gates to 0), no retraining.
 
-    All other heads are set to 1. Michel et al. 2019; PHENOMENA §6.
+    All other heads are set to 1. Michel et al. 2019.
 
     Args:
       model: NNX model with head gates.
@@ -235,7 +236,7 @@ def pruning_curve(model, eval_fn: Callable, strategy, fractions: Sequence[float]
                   return_all: bool = False, gate_type=None) -> np.ndarray:
     """Metric (e.g. accuracy) versus fraction of heads pruned, without retraining.
 
-    Strategies (Michel et al. 2019; PHENOMENA §6b, §6d):
+    Strategies (Michel et al. 2019):
       "importance" — prune least important first (one-shot ranking);
       "reverse"    — most important first;
       "random"     — mean over `num_random` random orders;

@@ -6,11 +6,11 @@ from `capture_attention` — and returns numbers or small arrays. They are pure
 `jax.numpy`, so the ones used during training (entropy, max logit, sink rate) run
 under `jax.jit` (keep the keyword arguments static).
 
-Reading order (the PHENOMENA notes' section in brackets):
-  1. `attention_entropy`, `entropy_stats`, `max_attention_logit`, `max_logit`  [§2]
+Reading order (the lesson that uses them in brackets):
+  1. `attention_entropy`, `entropy_stats`, `max_attention_logit`, `max_logit`  [entropy-collapse]
      (Zhai et al. 2023; Dehghani et al. 2023; Wortsman et al. 2023)
-  2. `sink_scores`, `sink_rate` (Gu et al. 2024), `bos_mass`, `null_mass`      [§3]
-  3. `needle_mass` (Nakanishi 2025)                                             [§4]
+  2. `sink_scores`, `sink_rate` (Gu et al. 2024), `bos_mass`, `null_mass`      [attention-sinks]
+  3. `needle_mass` (Nakanishi 2025)                                             [dilution]
 Rank collapse of token representations is in `representations.py`, map-to-map
 similarity (JS divergence, cross-layer) in `similarity.py`.
 """
@@ -64,7 +64,7 @@ def attention_entropy(weights, mask=None, *, is_causal: bool = False, skip_first
 
     Math: Ent(A_h) = -(1/|valid|) sum_{b,i valid} sum_j A_bhij log A_bhij  (nats)
     (Zhai et al. 2023, "Stabilizing Transformer Training by Preventing Attention
-    Entropy Collapse"; PHENOMENA §2b). Uniform attention over S keys gives log S,
+    Entropy Collapse"). Uniform attention over S keys gives log S,
     a one-hot row gives 0.
 
     Causal caveat: query i of a causal map sees only i+1 keys, so early rows have
@@ -125,8 +125,8 @@ def entropy_stats(maps, **kwargs) -> dict:
 def max_logit(logits, mask=None, *, per_head: bool = False) -> Array:
     """Largest |attention logit| over valid (unmasked) query-key pairs.
 
-    Math: max_{b,h,i,j valid} |s_bhij|  (Dehghani et al. 2023; Wortsman et al. 2023;
-    PHENOMENA §2b). Growth of this number by orders of magnitude precedes entropy
+    Math: max_{b,h,i,j valid} |s_bhij|  (Dehghani et al. 2023; Wortsman et al. 2023).
+    Growth of this number by orders of magnitude precedes entropy
     collapse and divergence at high learning rates.
 
     Args:
@@ -154,7 +154,7 @@ def max_attention_logit(query, key, *, scale: float | None = None, mask=None, bi
     """Largest |q_i . k_j * scale| over valid pairs, from queries and keys.
 
     Math: max |q_i^T k_j / sqrt(H)|  (Wortsman et al. 2023, "Small-scale proxies
-    for large-scale Transformer training instabilities"; PHENOMENA §2b). Pass the
+    for large-scale Transformer training instabilities"). Pass the
     queries/keys exactly as they enter the dot product (after projection, QK-norm
     and RoPE).
 
@@ -187,7 +187,7 @@ def sink_scores(weights, k: int = 0, *, causal: bool = True) -> Array:
 
     Math: alpha_k = (1/(T - k)) sum_{i >= k} A_{i,k}: the mean over the queries that
     can see key k under a causal mask (Gu et al. 2024, "When Attention Sink Emerges
-    in Language Models", eval_sink_open_source.py; PHENOMENA §3a). With
+    in Language Models", eval_sink_open_source.py in their code). With
     `causal=False` the mean runs over all T queries.
 
     Args:
@@ -212,7 +212,7 @@ def sink_rate(maps, *, eps: float = 0.3, k: int = 0, causal: bool = True) -> Arr
     """Gu et al. 2024 sink rate Sink_k^eps in percent.
 
     Math: Sink_k^eps = 100 * mean_{samples, layers, heads} 1[alpha_k > eps], with
-    alpha_k from `sink_scores` and eps = 0.3 (Gu et al. 2024; PHENOMENA §3a).
+    alpha_k from `sink_scores` and eps = 0.3 (Gu et al. 2024).
     A map concentrated on token 0 gives 100; uniform causal attention gives ~0.
 
     Args:
@@ -232,8 +232,8 @@ def sink_rate(maps, *, eps: float = 0.3, k: int = 0, causal: bool = True) -> Arr
 def bos_mass(maps, query_mask=None, *, key_index: int = 0, per_head: bool = False):
     """Mean attention mass on the first token (or `key_index`) from selected queries.
 
-    Math: mean_{b, h, i in query_mask} A_{b,h,i,key_index}  (PHENOMENA §3b: "BOS
-    mass on dormant queries"; Guo et al. 2024 active-dormant heads). Select
+    Math: mean_{b, h, i in query_mask} A_{b,h,i,key_index}  ("BOS mass on dormant
+    queries": Guo et al. 2024, active-dormant heads). Select
     non-trigger ("dormant") or trigger rows with `query_mask` to contrast them.
 
     Args:
@@ -260,7 +260,7 @@ def bos_mass(maps, query_mask=None, *, key_index: int = 0, per_head: bool = Fals
 def null_mass(maps, query_mask=None, *, mask=None, per_head: bool = False):
     """Attention mass that goes nowhere: 1 - sum_j A_ij, for normalizers that need not sum to 1.
 
-    Math: mean_{b,h,i} (1 - sum_j A_bhij)  (PHENOMENA §3b). Softmax gives 0;
+    Math: mean_{b,h,i} (1 - sum_j A_bhij). Softmax gives 0;
     softmax_1 (Miller 2023), a learnable sink logit and sigmoid attention (Gu et al.
     2024) park mass on an implicit zero-value key, and this measures how much.
 
@@ -300,7 +300,7 @@ def needle_mass(weights, query_index, needle_index, *, per_example: bool = False
     """Head-averaged attention from the query position to the needle key.
 
     Math: mean_h A_{b,h,q_b,n_b}  (Nakanishi 2025, "Scalable-Softmax Is Superior
-    for Attention": attention fading with context length; PHENOMENA §4b).
+    for Attention": attention fading with context length).
 
     Args:
       weights: (B, N, T, S) attention weights.

@@ -3,7 +3,7 @@
 DETR's decoder turns Q learned object queries into Q detections. Early in
 training (and for good if keys carry no position) every query's cross-attention
 map looks the same, and detection fails (Carion et al. 2020; Meng et al. 2021,
-"Conditional DETR"; PHENOMENA §5). This file measures that:
+"Conditional DETR"). This file measures that:
 
   1. `query_map_similarity` — mean pairwise cosine / Jensen-Shannon divergence
      between the queries' (head-averaged) cross-attention maps, plus map entropy;
@@ -84,7 +84,7 @@ def query_map_similarity(weights) -> dict:
     Math: for head-averaged maps a_q (last decoder layer), pair-cos =
     (2/(Q(Q-1))) sum_{q<r} cos(a_q, a_r), pair-JS the same with JS divergence in
     nats (max ln 2 = 0.693), entropy = mean_q -sum_s a_q(s) log a_q(s); all
-    averaged over images (PHENOMENA §5b; Meng et al. 2021, "Conditional DETR").
+    averaged over images (why DETR's maps look alike: Meng et al. 2021, "Conditional DETR").
     Identical maps give cosine 1 and JS 0; disjoint one-hot maps cosine 0 and
     JS ln 2.
 
@@ -105,7 +105,7 @@ def query_embedding_diversity(embeddings) -> Array:
     """Mean pairwise cosine of the learned object-query embeddings (1 = all identical).
 
     Identical query_pos for every query makes the maps identical by symmetry
-    (PHENOMENA §5d negative control), so check the embeddings first.
+    (the negative control of the detr-queries lesson), so check the embeddings first.
 
     Args:
       embeddings: (Q, D) or (B, Q, D).
@@ -138,8 +138,8 @@ def sine_pe_aliasing(frequencies, spacing: float = 1.0) -> dict:
     """Nyquist check of a sine positional code on a grid.
 
     Sampling sin(w c) on cells spaced `spacing` apart aliases when the phase step
-    w * spacing exceeds pi: the code then looks like noise to the model (PHENOMENA
-    §5d: coordinates normalised to [0, 1] with frequencies 2^k pi alias on 8x8).
+    w * spacing exceeds pi: the code then looks like noise to the model (e.g. coordinates
+    normalised to [0, 1] with frequencies 2^k pi alias on an 8x8 grid).
 
     Args:
       frequencies: (F,) angular frequencies per unit coordinate (e.g.

@@ -4,7 +4,7 @@ Dong, Cordonnier & Loukas 2021 ("Attention is not all you need: pure attention
 loses rank doubly exponentially with depth") show that a stack of self-attention
 layers without skip connections or MLPs drives every token to the same vector.
 `rank_residual` measures the distance from that rank-1 "token uniformity",
-`singular_values` the whole spectrum (PHENOMENA §1).
+`singular_values` the whole spectrum (the rank-collapse lesson).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def rank_residual(x, *, norm: str = "fro", reference: str = "mean", per_example:
 
     Math: r(X) = ||X - 1 xbar^T|| / ||X||, xbar = mean over tokens (Dong, Cordonnier
     & Loukas 2021, "Attention is not all you need: pure attention loses rank
-    doubly exponentially with depth"; PHENOMENA §1b). 0 for a rank-1 matrix with
+    doubly exponentially with depth"). 0 for a rank-1 matrix with
     identical rows, at most 1 with the Frobenius norm. Measure the raw residual
     stream (do not normalise tokens first); at float32 it bottoms out near 1e-7.
 
@@ -77,7 +77,7 @@ def singular_values(x, *, normalize: bool = False) -> Array:
       normalize: divide each spectrum by its largest value.
 
     Returns:
-      (B, min(T, D)) singular values in decreasing order (Dong et al. 2021, §1b).
+      (B, min(T, D)) singular values in decreasing order (Dong et al. 2021).
     """
     s = jnp.linalg.svd(_tokens(x), compute_uv=False)  # (B, min(T, D))
     if normalize:

@@ -1,9 +1,9 @@
 """How alike are two attention maps? JS divergence, cosine, and layer-by-layer matrices.
 
 `js_divergence` (nats, 0 for equal, ln 2 for disjoint distributions) is the
-distance used throughout: between layers here (PHENOMENA §8: adjacent layers of a
-trained model attend alike, Xiao et al. 2019; Bhojanapalli et al. 2021) and
-between DETR object queries in `queries.py` (§5).
+distance used throughout: between layers here (adjacent layers of a trained model
+attend alike, Xiao et al. 2019; Bhojanapalli et al. 2021) and between DETR object
+queries in `queries.py`.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def cross_layer_similarity(maps, *, layers: Sequence[str] | None = None) -> dict
     Math: JS[a, b] = mean_{examples, query rows i} JS(Abar_a[i,:], Abar_b[i,:]),
     cos[a, b] = mean_examples cos(vec Abar_a, vec Abar_b), Abar = mean over heads
     (Xiao et al. 2019, "Sharing Attention Weights for Fast Transformer";
-    Bhojanapalli et al. 2021, "Reuse Transformers"; PHENOMENA §8b). Head
+    Bhojanapalli et al. 2021, "Reuse Transformers"). Head
     averaging sidesteps head permutation symmetry.
 
     Args:
