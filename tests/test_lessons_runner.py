@@ -248,7 +248,7 @@ def test_nothing_outside_the_lessons_points_outside_the_repository():
     """The package, tests, exercises and README carry what a reader needs (issue 15, item 4).
 
     lessons/ is checked by each lesson's own references cell (the lesson engineers' part);
-    extend ROOTS with "lessons" once every lesson carries its references.
+    extend `roots` with "lessons" once every lesson carries its references.
     """
     root = Path(__file__).resolve().parents[1]
     roots = ["tinytf", "tests", "exercises", "README.md", "pyproject.toml", ".ci"]
