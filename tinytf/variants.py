@@ -57,7 +57,7 @@ class AttentionConfig:
     rope_scale: float = 1.0
     """Multiply RoPE positions: < 1 is position interpolation for longer contexts (Chen et al. 2023)."""
     chunk_size: int | Literal["auto"] | None = "auto"
-    """Tile size of the flash path; "auto" uses flash for long inputs (S >= 2048) unless attention
+    """Tile size of the flash path; "auto" uses flash for long inputs (S >= 1024) unless attention
     maps are being captured; None always uses the dense path."""
     logit_cap: float | None = None
     """Soft-cap the scaled logits to (-c, c) with c * tanh(x / c) (Gemma 2, Gemma Team 2024); None = off."""

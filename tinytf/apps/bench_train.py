@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -11,6 +12,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from tinytf.train.history import History
+from tinytf.apps import bench_torch
 from tinytf.checks import check_positive
 from tinytf.progress import progress_bar
 from tinytf.train.loop import fit
@@ -210,7 +212,9 @@ def bench_train(*, steps: int = 200, repeats: int = 3, print_fn: Callable | None
 
     For each preset: a per-step `nnx.jit` loop, `fit` (one step per call and as used),
     and `fit` on the same architecture built from `flax.nnx` stock layers; steps/s,
-    ratios, and achieved GFLOP/s against a float32 matmul measured in the same run.
+    ratios, and achieved GFLOP/s against a float32 matmul measured in the same run. When
+    PyTorch is installed (`pip install tinytf[bench]`), the tiny LM and ViT are also trained
+    in PyTorch eager (`bench_torch.py`) and the ratio is reported.
     progress: a bar over the presets (None: follow `tinytf.progress`); the timed runs draw none.
     """
     from tinytf.data import copy_task, shapes_classification
@@ -258,7 +262,16 @@ def bench_train(*, steps: int = 200, repeats: int = 3, print_fn: Callable | None
                  tinytf_vs_stock_nnx=r["fit_steps_per_s"] / stock.steps_per_s,
                  step_gflop=flops / 1e9, fit_gflops=flops * r["fit_steps_per_s"] / 1e9,
                  fit_fraction_of_matmul=flops * r["fit_steps_per_s"] / 1e9 / peak)
+        torch_preset = {"LMConfig.tiny() B=32 T=32": "lm", "ViTConfig.tiny16() B=64": "vit"}.get(name)
+        if torch_preset and bench_torch.available():  # the same model in PyTorch eager, same threads
+            peer = bench_torch.train_rate(torch_preset, steps=steps, repeats=repeats,
+                                          threads=max(1, os.cpu_count() or 1))
+            r.update(torch_eager_steps_per_s=peer["steps_per_s"], torch_version=peer["torch"],
+                     tinytf_vs_torch_eager=r["fit_steps_per_s"] / peer["steps_per_s"])
         results["presets"][name] = r
+        if print_fn is not None and "torch_eager_steps_per_s" in r:
+            print_fn(f"  {'PyTorch ' + r['torch_version'] + ' eager':<24}{r['torch_eager_steps_per_s']:10.1f} steps/s  "
+                     f"(tinytf fit is {r['tinytf_vs_torch_eager']:.2f}x PyTorch eager)")
         if print_fn is not None:
             print_fn(f"  {'fit, flax.nnx stock layers':<24}{stock.steps_per_s:10.1f} steps/s  "
                      f"(tinytf layers are {r['tinytf_vs_stock_nnx']:.2f}x the stock-layer speed)")

@@ -28,7 +28,7 @@ training.
 from tinytf.attention.core import dot_product_attention
 from tinytf.attention.dense import (check_attention_inputs, dense_attention, dropout_weights, grouped_logits,
                                    grouped_output, soft_cap)
-from tinytf.attention.flash import auto_block_size, flash_attention
+from tinytf.attention.flash import auto_tiles, flash_attention
 from tinytf.attention.fused import cudnn_supported
 from tinytf.attention.masks import (ALIGNMENTS, causal_mask, combine_masks, length_mask, local_window_mask,
                                     padding_mask, query_offset, sliding_window_mask, structured_mask,
@@ -41,5 +41,5 @@ __all__ = [
     "combine_masks", "structured_mask", "visible_key_count", "query_offset", "window_bounds",
     "grouped_logits", "grouped_output", "dropout_weights", "softmax", "softmax1", "softmax_with_sink", "ssmax", "sigmoid", "NORMALIZERS",
     "ONLINE_NORMALIZERS", "Normalizer", "get_normalizer", "dot_product_attention", "dense_attention",
-    "flash_attention", "auto_block_size", "check_attention_inputs", "soft_cap", "cudnn_supported",
+    "flash_attention", "auto_tiles", "check_attention_inputs", "soft_cap", "cudnn_supported",
 ]

@@ -13,7 +13,7 @@ import math
 
 import jax
 
-from tinytf.attention.flash import auto_block_size, flash_attention
+from tinytf.attention.flash import auto_tiles, flash_attention
 from tinytf.attention.dense import check_attention_inputs, check_dropout, dense_attention
 from tinytf.attention.masks import query_offset, window_bounds
 from tinytf.attention.fused import fused_attention
@@ -79,8 +79,9 @@ def dot_product_attention(
         before the bias (Gemma 2); None = no cap.
       dropout_rate, dropout_key: attention dropout on the weights (training only; the
         caller passes rate 0 in evaluation), with the key that draws the mask.
-      chunk_size: the path. "auto" (default): flash tiles of 512 when S >= 2048 and the
-        normalizer has an online form (softmax, softmax1, ssmax), dense otherwise; an int:
+      chunk_size: the path. "auto" (default): flash (`auto_tiles`: 512 x 256 tiles) when
+        S >= 1024 and the normalizer has an online form (softmax, softmax1, ssmax), dense
+        otherwise; an int:
         flash with tiles of that size (memory linear in length, weights None); None: dense.
       need_weights: True forces the dense path, which returns the weights.
       implementation: None (tinytf's own) or "cudnn": hand the computation to
@@ -113,15 +114,17 @@ def dot_product_attention(
                                query_lengths=query_lengths, key_lengths=key_lengths, logit_cap=logit_cap,
                                dropout_rate=dropout_rate, implementation=implementation), None
     if chunk_size == "auto":
-        chunk_size = auto_block_size(T, S) if normalizer in ONLINE_NORMALIZERS else None
+        tiles = auto_tiles(T, S) if normalizer in ONLINE_NORMALIZERS else None
     elif chunk_size is not None:
-        chunk_size = check_int("chunk_size", chunk_size, low=1)
-    if chunk_size is not None and not need_weights:
+        tiles = (check_int("chunk_size", chunk_size, low=1),) * 2
+    else:
+        tiles = None
+    if tiles is not None and not need_weights:
         out = flash_attention(query, key, value, mask, bias=bias, scale=scale, normalizer=normalizer,
                               sink=sink, is_causal=is_causal, window=window, causal_alignment=causal_alignment,
                               query_lengths=query_lengths, key_lengths=key_lengths, logit_cap=logit_cap,
-                              dropout_rate=dropout_rate, dropout_key=dropout_key, block_q=chunk_size,
-                              block_k=chunk_size)
+                              dropout_rate=dropout_rate, dropout_key=dropout_key, block_q=tiles[0],
+                              block_k=tiles[1])
         return out, None
     return dense_attention(query, key, value, mask, bias=bias, scale=scale, normalizer=normalizer, sink=sink,
                            is_causal=is_causal, window=window, q_offset=q_offset, query_lengths=query_lengths,
