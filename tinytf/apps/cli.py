@@ -23,6 +23,7 @@ _SUBSYSTEMS = (
     "tinytf.apps.demo",
     "tinytf.apps.bench",
     "tinytf.apps.detr_recipe",
+    "tinytf.apps.scale",
     "tinytf.apps.lessons",
     "tinytf.grading",
 )
