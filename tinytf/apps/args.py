@@ -58,4 +58,13 @@ def writable_dir(text: str) -> Path:
     return path
 
 
-__all__ = ["positive_int", "nonnegative_int", "positive_float", "writable_dir"]
+def writable_file(text: str) -> Path:
+    """A file path whose folder exists and is writable, or can be created; not an existing folder."""
+    path = Path(text).expanduser()
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder, expected a file name")
+    writable_dir(str(path.parent))
+    return path
+
+
+__all__ = ["positive_int", "nonnegative_int", "positive_float", "writable_dir", "writable_file"]

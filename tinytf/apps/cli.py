@@ -25,6 +25,7 @@ _SUBSYSTEMS = (
     "tinytf.apps.demo",
     "tinytf.apps.bench",
     "tinytf.apps.detr_recipe",
+    "tinytf.apps.scale",
     "tinytf.apps.lessons",
     "tinytf.apps.course",
     "tinytf.grading",

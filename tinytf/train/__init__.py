@@ -6,12 +6,14 @@ Reading order:
   history.py     — ``History``: what fit records;
   checkpoints.py — orbax save / restore;
   step.py        — one training step and the on-device loop over many (the device side);
+  distributed.py — many devices and machines: the global mesh, replicated or FSDP state;
   loop.py        — ``fit``: the host side, top to bottom.
 """
 
+from tinytf.train.distributed import host_values, initialize_distributed
 from tinytf.train.history import History
 from tinytf.train.loop import fit
 from tinytf.train.losses import accuracy, cross_entropy
 from tinytf.train.optim import make_optimizer, make_schedule
 
-__all__ = ["fit", "History", "make_optimizer", "make_schedule", "cross_entropy", "accuracy"]
+__all__ = ["fit", "initialize_distributed", "host_values", "History", "make_optimizer", "make_schedule", "cross_entropy", "accuracy"]

@@ -30,6 +30,8 @@ from jax.sharding import NamedSharding, PartitionSpec
 from tinytf.checks import check_positive
 from tinytf.progress import progress_bar, progress_enabled, say
 from tinytf.train.checkpoints import open_checkpoints, restore_checkpoint, save_checkpoint
+from tinytf.train.distributed import (SHARDINGS, agree_min, check_same_everywhere, global_batch, place,
+                                      state_shardings, training_mesh)
 from tinytf.train.history import History
 from tinytf.train.optim import make_optimizer, make_schedule
 from tinytf.train.step import data_kind, make_train_chunk
@@ -44,7 +46,7 @@ def fit(model: nnx.Module, data, *, steps: int, loss_fn: Callable,
         callbacks: Sequence[Callable] = (), callback_every: int | None = None,
         progress: bool | None = None, checkpoint_dir: str | os.PathLike | None = None,
         checkpoint_every: int | None = None, resume: bool = False,
-        data_parallel: bool | None = None) -> History:
+        data_parallel: bool | None = None, sharding: str = "replicated") -> History:
     """Train ``model`` in place for ``steps`` updates and return its ``History``.
 
     Args:
@@ -81,8 +83,16 @@ def fit(model: nnx.Module, data, *, steps: int, loss_fn: Callable,
         writes nothing outside it.
       resume: continue from the newest checkpoint in ``checkpoint_dir`` (start fresh if
         there is none); iterable data is advanced past the batches already used.
-      data_parallel: shard the batch dimension over all local devices, parameters
-        replicated (default: when there is more than one device).
+      data_parallel: split the batch dimension over every device of every process
+        (`jax.devices()`; default: when there is more than one). Function data then
+        makes the global batch (the same on every process; each device keeps its rows);
+        an iterable yields this process's shard of the global batch (its rows, in
+        process order), B_global / process count rows each. See `distributed.py`.
+      sharding: the layout of the trained state when data parallel: "replicated" (every
+        device holds all parameters and optimizer moments) or "fsdp" (each array split
+        over the devices along one axis: per-device memory divided by the device count,
+        for models that do not fit on one device). The numbers are those of one device
+        up to floating-point summation order.
 
     Returns:
       A ``History``. A non-finite loss or gradient norm stops training without raising:
@@ -122,12 +132,20 @@ def fit(model: nnx.Module, data, *, steps: int, loss_fn: Callable,
                                    clip=clip, b1=b1, b2=b2)
     # Our own copy: its buffers are donated to each call; the model's stay valid.
     state = _copy((params, rest, optimizer.init(params)))
-    batch_sharding = None
-    devices = jax.local_device_count()
+    batch_sharding = state_sharding = None
+    if sharding not in SHARDINGS:
+        raise ValueError(f"sharding must be one of {SHARDINGS}, got {sharding!r}")
+    devices, processes = jax.device_count(), jax.process_count()
+    if processes > 1 and data_parallel is False:
+        raise ValueError(f"data_parallel=False in a run of {processes} processes: each would train its own "
+                         "copy; multi-process fit is data parallel over every device")
     if (devices > 1 if data_parallel is None else data_parallel) and devices > 1:
-        mesh = jax.sharding.Mesh(np.asarray(jax.local_devices()), ("data",))
-        state = jax.device_put(state, NamedSharding(mesh, PartitionSpec()))  # replicated
+        mesh = training_mesh()
+        check_same_everywhere(state[:2], "the model's parameters")
+        state_sharding = state_shardings(state, mesh, sharding)
+        state = place(state, state_sharding)
         batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
+    show = show and jax.process_index() == 0  # one progress bar per run, not one per process
 
     # 3. resume from a checkpoint
     history, start_step = History(), 0
@@ -157,7 +175,7 @@ def fit(model: nnx.Module, data, *, steps: int, loss_fn: Callable,
         next(iterator, None)  # resume: skip the batches already trained on
     key = jax.random.key(seed)
     chunk_fn = make_train_chunk(graphdef, wrt, optimizer, schedule, loss_fn, data, kind, buffer_len,
-                                batch_sharding)
+                                batch_sharding, state_sharding)
     compiled, step, model_step, train_time, trained, per_step_s = None, start_step, None, 0.0, 0, None
     bar = progress_bar(steps, desc="fit", initial=start_step, enabled=show)
 
@@ -175,6 +193,7 @@ def fit(model: nnx.Module, data, *, steps: int, loss_fn: Callable,
             batches = None
             if kind == "fn":  # first call short, then ~0.3 s per call (n is dynamic: no recompile)
                 n = min(n, 16) if per_step_s is None else max(1, min(n, int(0.3 / per_step_s)))
+                n = agree_min(n)  # processes time their calls apart; all must run the same steps
             else:
                 n, batches = _stack_batches(iterator, n, buffer_len, batch_sharding, step)
                 if n == 0:
@@ -294,6 +313,7 @@ def _at_boundary(model, state, step: int, final: bool, plan: _Plan, history: His
 def _stack_batches(iterator, n: int, buffer_len: int, batch_sharding, step: int):
     """Up to n batches from the iterator, stacked and padded to (buffer_len, B, ...): (count, stacked)."""
     got = [b for _, b in zip(range(n), iterator)]
+    got = got[:agree_min(len(got))]  # every process trains on as many batches as the shortest has
     if not got:
         return 0, None
     padded = got + [got[-1]] * (buffer_len - len(got))  # pad rows are never run
@@ -302,14 +322,13 @@ def _stack_batches(iterator, n: int, buffer_len: int, batch_sharding, step: int)
     except ValueError as err:
         raise ValueError(f"batches after step {step} differ in structure or shape: {err}") from err
     if batch_sharding is not None:
-        devices = batch_sharding.mesh.size
+        devices = jax.local_device_count()  # this process's rows are split over its own devices
         for x in jax.tree.leaves(stacked):
             if x.ndim >= 2 and x.shape[1] % devices:
-                raise ValueError(f"batch dimension {x.shape[1]} (array {x.shape[1:]}) is not divisible by the "
-                                 f"{devices} devices; use a multiple or data_parallel=False")
-        split = NamedSharding(batch_sharding.mesh, PartitionSpec(None, "data"))
-        stacked = jax.device_put(stacked, jax.tree.map(
-            lambda x: split if x.ndim >= 2 else batch_sharding.replicated(), stacked))
+                where = "this process's" if jax.process_count() > 1 else "the"
+                raise ValueError(f"batch dimension {x.shape[1]} (array {x.shape[1:]}) is not divisible by "
+                                 f"{where} {devices} devices; use a multiple or data_parallel=False")
+        stacked = global_batch(stacked, batch_sharding, axis=1)
     return len(got), stacked
 
 

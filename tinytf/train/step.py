@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
 
 RESERVED_METRICS = ("loss", "grad_norm", "learning_rate")
 """Names fit logs itself; a loss function's metrics may not use them."""
@@ -65,7 +66,7 @@ def data_kind(data) -> str:
 
 
 def make_train_chunk(graphdef, wrt, tx: optax.GradientTransformation, schedule, loss_fn, data, kind: str,
-                     buffer_len: int, batch_sharding=None):
+                     buffer_len: int, batch_sharding=None, state_sharding=None):
     """Build `chunk(state, key, start, n, batches)`: up to `buffer_len` steps on the device.
 
     Runs global steps start, start+1, ... (0-based) until `n` are done or one is bad.
@@ -80,6 +81,8 @@ def make_train_chunk(graphdef, wrt, tx: optax.GradientTransformation, schedule, 
         in the `batches` argument, (buffer_len, B, ...)).
       buffer_len: the most steps one call runs (the size of the output buffers).
       batch_sharding: a NamedSharding splitting the batch over devices, or None.
+      state_sharding: the NamedSharding of every state leaf (replicated or FSDP, see
+        `distributed.state_shardings`), kept through every step; None on one device.
 
     Returns:
       A jitted function (donating the state) returning (state, n_done, bad, outputs);
@@ -94,7 +97,7 @@ def make_train_chunk(graphdef, wrt, tx: optax.GradientTransformation, schedule, 
 
         def constrain(x):
             if jnp.ndim(x) == 0:
-                return jax.lax.with_sharding_constraint(x, batch_sharding.replicated())
+                return jax.lax.with_sharding_constraint(x, NamedSharding(batch_sharding.mesh, PartitionSpec()))
             if x.shape[0] % devices:
                 raise ValueError(f"batch dimension {x.shape[0]} (array {x.shape}) is not divisible "
                                  f"by the {devices} devices; use a multiple or data_parallel=False")
@@ -151,6 +154,8 @@ def make_train_chunk(graphdef, wrt, tx: optax.GradientTransformation, schedule, 
             i, _, state, buffers = carry
             step = start + i
             new_state, out = one_step(state, get_batch(key, step, i, batches), step)
+            if state_sharding is not None:  # the layout of the state stays what fit chose
+                new_state = jax.lax.with_sharding_constraint(new_state, state_sharding)
             ok = jnp.isfinite(out["loss"]) & jnp.isfinite(out["grad_norm"])
             state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state, state)
             buffers = jax.tree.map(lambda buf, v: buf.at[i].set(v), buffers, out)
@@ -161,7 +166,11 @@ def make_train_chunk(graphdef, wrt, tx: optax.GradientTransformation, schedule, 
             cond, body, (jnp.zeros((), jnp.int32), jnp.zeros((), bool), state, buffers))
         return state, i, bad, buffers
 
-    return jax.jit(chunk, donate_argnums=(0,))
+    if state_sharding is None:
+        return jax.jit(chunk, donate_argnums=(0,))
+    replicated = NamedSharding(batch_sharding.mesh, PartitionSpec())  # counters and per-step outputs: every process reads them
+    return jax.jit(chunk, donate_argnums=(0,),
+                   out_shardings=(state_sharding, replicated, replicated, replicated))
 
 
 __all__ = ["RESERVED_METRICS", "unpack_loss", "data_kind", "make_train_chunk"]
