@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import matplotlib.image as mpimg
+import pytest
 
 from tinytf.apps.cli import main
 
@@ -59,3 +60,32 @@ def test_bench_attention_measures_every_path_in_its_own_process(capsys):
     assert [r["path"] for r in result["rows"]] == ["dense", "flash", "jax.nn", "variant softmax1"]
     assert all(r["seconds"] > 0 and r["peak_bytes"] is not None for r in result["rows"])
     assert result["kv_cache"]["saving"] == 2.0
+
+
+def test_bench_lessons_runs_each_lesson_cold_then_warm(monkeypatch, capsys):
+    """Wiring only (no timing asserted): two runs per lesson sharing one new cache folder, failures exit 1."""
+    from tinytf.apps import bench_lessons
+
+    calls = []
+
+    def fake_run(lesson_id, cache, out):
+        calls.append((lesson_id, cache))
+        return 0.5 * len(calls), 3 if lesson_id == "positions" and len(calls) == 4 else 0
+
+    monkeypatch.setattr(bench_lessons, "_run_once", fake_run)
+    assert main(["--quiet", "bench", "lessons", "rank-collapse", "positions"]) == 1  # a claim failed in one run
+    assert [c[0] for c in calls] == ["rank-collapse", "rank-collapse", "positions", "positions"]
+    assert calls[0][1] == calls[1][1] != calls[2][1] and not calls[0][1].exists()  # cold cache is new each time
+    out = capsys.readouterr().out
+    assert "rank-collapse" in out and "[0, 3]" in out
+    with pytest.raises(SystemExit, match="unknown lesson 'nope'"):
+        main(["--quiet", "bench", "lessons", "nope"])
+
+
+@pytest.mark.slow
+def test_bench_lessons_real_run_of_the_shortest_lesson(capsys):
+    assert main(["--quiet", "bench", "lessons", "rank-collapse", "--json"]) == 0
+    import json
+
+    row = json.loads(capsys.readouterr().out)["rows"][0]
+    assert row["cold_s"] > 0 and row["warm_s"] > 0 and row["exit_codes"] == [0, 0]

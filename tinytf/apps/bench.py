@@ -1,4 +1,4 @@
-"""Benchmarks: `tinytf bench attention` and `tinytf bench train`.
+"""Benchmarks: `tinytf bench attention | train | presets | lessons`.
 
 Speed targets live here, not in timed tests. Every figure is a ratio against a
 peer measured in the same run on the same machine.
@@ -7,6 +7,7 @@ peer measured in the same run on the same machine.
              time per call and peak memory of a call (each in a fresh process), at several lengths.
   train:     see `bench_train.py` (fit vs a per-step nnx.jit loop vs flax.nnx stock layers).
   presets:   the tiny LM and ViT presets trained from scratch: accuracy, wall and CPU time.
+  lessons:   see `bench_lessons.py` (each lesson's quick mode, cold and warm compilation cache).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import jax.numpy as jnp
 
 from tinytf import attention as A
 from tinytf.apps.args import nonnegative_int, positive_int
+from tinytf.apps.bench_lessons import cmd_bench_lessons
 from tinytf.apps.bench_train import bench_presets, bench_train
 
 
@@ -229,3 +231,7 @@ def register_cli(sub) -> None:
     m.add_argument("--steps", type=positive_int, default=300)
     m.add_argument("--json", action="store_true", help="print one JSON object")
     m.set_defaults(func=_cmd_presets)
+    le = bsub.add_parser("lessons", help="every lesson's quick mode, cold and warm compilation cache: wall seconds")
+    le.add_argument("ids", nargs="*", help="lesson ids (default: all)")
+    le.add_argument("--json", action="store_true", help="print one JSON object")
+    le.set_defaults(func=cmd_bench_lessons)

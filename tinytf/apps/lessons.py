@@ -62,6 +62,8 @@ class LessonInfo:
     """Quick-mode wall seconds on a 2-core CPU with a cold compilation cache (measured in the test suite)."""
     variant: bool = False
     """Whether --variant changes the attention under study."""
+    warm_seconds: float | None = None
+    """The same with the compilation cache filled by a first run (`tinytf bench lessons` measures both)."""
 
 
 LESSONS: dict[str, LessonInfo] = {}
@@ -377,12 +379,14 @@ def _cmd_lessons(args) -> int:
     if not rows:
         print("no lessons found (run from a tinytf checkout, or set TINYTF_LESSONS_DIR)")
         return 1
-    print(f"{'id':<20} {'quick':>7}  {'variant':<7}  title: what it shows")
+    print(f"{'id':<20} {'cold':>5} {'warm':>5}  {'variant':<7}  title: what it shows")
     for info in rows:
-        print(f"{info.id:<20} {info.quick_seconds:>5.0f} s  {'yes' if info.variant else '-':<7}  "
+        warm = f"{info.warm_seconds:>3.0f} s" if info.warm_seconds else "    -"
+        print(f"{info.id:<20} {info.quick_seconds:>3.0f} s {warm}  {'yes' if info.variant else '-':<7}  "
               f"{info.title}: {info.shows}")
-    print("\nquick = wall seconds of a first quick run on a 2-core CPU, compilation included (the test suite's\n"
-          "cold-cache run); later runs reuse JAX's compilation cache and take roughly half to two thirds of it.")
+    print("\ncold / warm = wall seconds of `tinytf lesson ID --quick` on an idle 2-core CPU, with an empty JAX\n"
+          "compilation cache (a first run) and with the cache a first run filled (every later run);\n"
+          "measured by `tinytf bench lessons`.")
     print("run one: tinytf lesson ID [--quick] [--seed N] [--out DIR] [--variant V] [--notebook]\n"
           "each run writes a new folder runs/ID/<date>-<time>_seed<N>_<mode>/; runs/ID/latest points to the newest")
     return 0
