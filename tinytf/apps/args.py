@@ -67,4 +67,13 @@ def writable_file(text: str) -> Path:
     return path
 
 
-__all__ = ["positive_int", "nonnegative_int", "positive_float", "writable_dir", "writable_file"]
+def add_train_command(sub, group: str, group_help: str, train_help: str, add_arguments, run) -> None:
+    """`tinytf GROUP train ...`: one subcommand group whose `train` calls run(args) and exits 0."""
+    p = sub.add_parser(group, help=group_help)
+    p_sub = p.add_subparsers(dest=group, metavar="WHAT", required=True)
+    t = p_sub.add_parser("train", help=train_help)
+    add_arguments(t)
+    t.set_defaults(func=lambda args: (run(args), 0)[1])
+
+
+__all__ = ["add_train_command", "positive_int", "nonnegative_int", "positive_float", "writable_dir", "writable_file"]

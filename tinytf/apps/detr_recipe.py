@@ -34,7 +34,7 @@ import numpy as np
 from flax import nnx
 
 from tinytf import plots
-from tinytf.apps.args import nonnegative_int, positive_int, writable_dir
+from tinytf.apps.args import add_train_command, nonnegative_int, positive_int, writable_dir
 from tinytf.data.shapes import SHAPE_NAMES, boxes_to_pixels, shapes_detection
 from tinytf.detection import coco_ap, detr_loss, postprocess
 from tinytf.models.detr import DETR, DETRConfig
@@ -360,11 +360,8 @@ def _add_arguments(parser) -> None:
 
 def register_cli(sub) -> None:
     """`tinytf detr train ...`."""
-    p = sub.add_parser("detr", help="the DETR recipe: train on synthetic shapes, report COCO AP")
-    dsub = p.add_subparsers(dest="detr", metavar="WHAT", required=True)
-    t = dsub.add_parser("train", help="train the DETR preset and evaluate it on held-out images")
-    _add_arguments(t)
-    t.set_defaults(func=lambda args: (run(args), 0)[1])
+    add_train_command(sub, "detr", "the DETR recipe: train on synthetic shapes, report COCO AP",
+                      "train the DETR preset and evaluate it on held-out images", _add_arguments, run)
 
 
 def main(argv=None) -> dict:

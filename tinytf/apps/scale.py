@@ -19,7 +19,7 @@ import argparse
 import json
 import time
 
-from tinytf.apps.args import nonnegative_int, positive_int, writable_file
+from tinytf.apps.args import add_train_command, nonnegative_int, positive_int, writable_file
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
@@ -49,11 +49,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 
 def register_cli(sub) -> None:
     """`tinytf lm train ...`."""
-    p = sub.add_parser("lm", help="train a causal LM on one device, many devices or many machines")
-    lsub = p.add_subparsers(dest="lm", metavar="WHAT", required=True)
-    t = lsub.add_parser("train", help="train LMConfig on the copy task; --sharding, --coordinator for scale-out")
-    _add_arguments(t)
-    t.set_defaults(func=lambda args: (run(args), 0)[1])
+    add_train_command(sub, "lm", "train a causal LM on one device, many devices or many machines",
+                      "train LMConfig on the copy task; --sharding, --coordinator for scale-out", _add_arguments, run)
 
 
 def run(args) -> dict:
