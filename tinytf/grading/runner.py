@@ -30,7 +30,7 @@ from tinytf.grading.core import Exercise, Verdict, describe_inputs, diagnose, ju
 from tinytf.grading.instructor import (Instructor, InstructorError, draw_inputs, find_instructor_dir,
                                        load_instructor, read_secret, secret_fingerprint)
 from tinytf.grading.report import NOT_RUN, CheckResult, ExerciseResult, GradeReport
-from tinytf.grading.similarity import copied_functions
+from tinytf.grading.similarity import copied_functions, parse_python
 from tinytf.progress import progress_bar
 
 MAX_STUDENT_FILE_BYTES = 1 << 20
@@ -181,9 +181,8 @@ def forbidden_code(source: bytes, own_files=()) -> list[str]:
     Static and therefore partial: the sandbox blocks the same things at run time (and
     the child reports attempts); this names them precisely, before anything runs.
     """
-    try:
-        tree = ast.parse(source)
-    except (SyntaxError, ValueError):
+    tree = parse_python(source)
+    if tree is None:
         return []  # the child reports the syntax error
     own = {Path(f).stem for f in own_files}
     found = []
@@ -240,12 +239,14 @@ def grade_exercise(
                               notes=[f"{ex.filename} not found (run `tinytf exercises init DIR` to get the stubs)"],
                               missing=True)
     flags = []
-    if setup.instructor is not None:
-        copies = copied_functions(files[ex.filename], setup.instructor.sources[ex.id])
-        flags += [
-            f"copied: {mine} is the reference solution's {ref} once names, docstrings and formatting are ignored"
-            for mine, ref in copies
-        ]
+    if setup.instructor is not None:  # every file of the submission: a helper module may hold the copy
+        for name in sorted(files, key=lambda n: n != ex.filename):
+            where = "" if name == ex.filename else f"{name}: "
+            flags += [
+                f"copied: {where}{mine} is the reference solution's {ref} once names, docstrings and formatting "
+                "are ignored"
+                for mine, ref in copied_functions(files[name], setup.instructor.sources[ex.id])
+            ]
     reaching = forbidden_code(files[ex.filename], files)
     if reaching:
         return ExerciseResult(
