@@ -559,6 +559,27 @@ def test_class_grading_mistakes_get_clear_messages(tmp_path, capsys, monkeypatch
     assert not (tmp_path / "g").exists()  # nothing written for a run that did not happen
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--timeout", "-1"], "argument --timeout: expected a number > 0, got '-1'"),
+    (["--timeout", "nan"], "argument --timeout: expected a number > 0, got 'nan'"),
+    (["--jobs", "0"], "argument --jobs: expected an int >= 1, got '0'"),
+    (["--jobs", "two"], "argument --jobs: expected an int >= 1, got 'two'"),
+    (["--out", "FILE/grades"], "argument --out: 'FILE/grades' cannot be a folder"),
+])
+def test_bad_grade_flags_are_refused_before_anything_runs(tmp_path, capsys, argv, message):
+    (tmp_path / "FILE").write_text("not a folder")
+    argv = [a.replace("FILE", str(tmp_path / "FILE")) for a in argv]
+    message = message.replace("FILE", str(tmp_path / "FILE"))
+    with pytest.raises(SystemExit) as exit_:
+        _parser().parse_args(["grade", str(tmp_path), *argv])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_an_unknown_exercise_in_only_is_named(tmp_path, capsys):
+    code, _, err = _cli(["grade", str(tmp_path), "--only", "99"], capsys)
+    assert code == 2 and "--only '99': no such exercise; expected one of 01_softmax" in err
+
+
 # ----------------------------------------------------------------------------- references vs oracles
 def test_references_agree_with_independent_implementations():
     """The references follow tinytf's own conventions and match outside oracles."""

@@ -35,7 +35,7 @@ import json
 import sys
 from pathlib import Path
 
-from tinytf.apps.args import positive_float, positive_int
+from tinytf.apps.args import positive_float, positive_int, writable_dir
 from tinytf.grading.bundle import DATA_DIR, BundleError, build_bundle, read_bundle, shipped_bundle
 from tinytf.grading.classroom import SubmissionsError, grade_class
 from tinytf.grading.instructor import (INSTRUCTOR_ENV, SECRET_ENV, InstructorError, find_instructor_dir,
@@ -300,7 +300,7 @@ def register_cli(subparsers) -> None:
     g.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     g.add_argument("--all", metavar="SUBMISSIONS", help="instructors: grade every sub-folder of SUBMISSIONS "
                    "(one per student) into a new folder under --out")
-    g.add_argument("--out", default="grades", metavar="DIR",
+    g.add_argument("--out", type=writable_dir, default="grades", metavar="DIR",
                    help="with --all: each run writes a new folder DIR/run-DATE-TIME (default grades/)")
     g.add_argument("--secret-file", metavar="PATH", default=None,
                    help=f"the assignment secret (default: ${SECRET_ENV}); needed for hidden checks and --all")
