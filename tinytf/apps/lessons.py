@@ -192,7 +192,13 @@ def _cmd_lesson(args) -> int:
               file=sys.stderr)
         return 2
     try:
-        record = run_lesson(args.id, quick=args.quick, seed=args.seed, out=args.out, variant=args.variant)
+        run_fn = None
+        if args.use is not None:  # the student's exercise functions drive the lesson (tinytf.grading.plug)
+            from tinytf.grading.plug import use_in_lesson
+
+            run_fn = use_in_lesson(args.id, load_lesson(args.id), args.use)
+        record = run_lesson(args.id, quick=args.quick, seed=args.seed, out=args.out, variant=args.variant,
+                            run_fn=run_fn)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -212,6 +218,9 @@ def register_cli(sub) -> None:
     p.add_argument("--variant", default=None,
                    help="attention variant for lessons about attention: a name (see tinytf.variants) "
                         "or module:function")
+    p.add_argument("--use", metavar="DIR", default=None,
+                   help="train with YOUR exercise functions from DIR (01_softmax.py, 02_attention.py; "
+                        "attention-basics only); runs your code in this process, unsandboxed")
     p.set_defaults(func=_cmd_lesson)
 
 
