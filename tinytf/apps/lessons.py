@@ -404,13 +404,20 @@ def _cmd_lesson(args) -> int:
     quick = args.quick or quick_from_env()
     command = getattr(args, "command_line", None)
     try:
+        if args.use is not None and args.notebook:
+            raise ValueError("--use and --notebook do not combine: --use runs your functions in this process")
         if args.notebook:
             record, run_dir, notebook = run_lesson_notebook(args.id, quick=quick, seed=args.seed, out=args.out,
                                                             variant=args.variant, command=command,
                                                             timeout=args.timeout)
         else:
+            run_fn = None
+            if args.use is not None:  # the student's exercise functions drive the lesson (tinytf.grading.plug)
+                from tinytf.grading.plug import use_in_lesson
+
+                run_fn = use_in_lesson(args.id, load_lesson(args.id), args.use)
             record = run_lesson(args.id, quick=quick, seed=args.seed, out=args.out, variant=args.variant,
-                                command=command)
+                                command=command, run_fn=run_fn)
             run_dir, notebook = Path(args.out) / args.id / record["folder"], None
     except (ValueError, MissingNotebookTools) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -443,6 +450,9 @@ def register_cli(sub) -> None:
                         "notebook in the run folder (needs: pip install 'tinytf[notebooks]')")
     p.add_argument("--timeout", type=positive_float, default=None,
                    help="with --notebook: seconds one cell may run (default: no limit)")
+    p.add_argument("--use", metavar="DIR", default=None,
+                   help="train with YOUR exercise functions from DIR (01_softmax.py, 02_attention.py; "
+                        "attention-basics only); runs your code in this process, unsandboxed")
     p.set_defaults(func=_cmd_lesson)
 
 

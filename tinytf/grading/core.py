@@ -1,30 +1,35 @@
 """What an exercise is, and how one check's verdict and feedback are computed.
 
-An `Exercise` is a student file (``exercises/NN_slug.py``), a reference module
-(``tinytf/grading/reference/exNN_slug.py``), a list of `Check`s and a list of
-`Mutant`s. A check draws inputs from a random generator, calls one function of
-the student's file (in the child process, see `sandbox`) and compares what came
-back with the reference, here, in the grading process. A mutant is the reference
-with one classic mistake patched in (no 1/sqrt(d), softmax over the wrong axis, ...):
-when a student's output equals a mutant's output on a visible check, the feedback
-names that mistake. The grader's own tests check that every mutant loses points.
+An `Exercise` is a student file (``exercises/NN_slug.py``), a list of `Check`s and a
+list of `Mutant`s (classic mistakes). A check calls one function of the student's
+file (in the child process, see `sandbox`) and the grading process compares what
+came back with the expected value. A mutant is the reference solution with one
+classic mistake patched in (no 1/sqrt(d), softmax over the wrong axis, ...): when a
+student's output equals a mutant's output on a visible check, the feedback names
+that mistake.
 
-Seeds: visible checks use a fixed seed per (exercise, check), so the feedback a
-student reads is reproducible; hidden checks use a secret seed drawn for every
-grading run, so their inputs can be neither known nor hard-coded.
+Two sides know different things (see README, "For instructors"):
+  - the instructor side (`instructor.py`): the reference solutions, the input
+    generators of every check and the mutant programs; hidden inputs are drawn
+    from the assignment secret;
+  - the student side (`bundle.py`, shipped in the package): the public description
+    of each exercise (its checks' names, points and tolerances, the mistakes'
+    messages) and, for the visible checks only, their inputs, expected values and
+    the mutants' outputs, precomputed from the instructor side.
+Both reach the expected values through an oracle (`ReferenceOracle` here,
+`bundle.BundleOracle`), so a verdict is the same whichever side computes it.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib
-import inspect
 import warnings
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
+from tinytf.grading.judges import JUDGES
 from tinytf.grading.sandbox import CallResult
 
 Inputs = dict  # keyword arguments: numpy arrays or JSON scalars
@@ -37,43 +42,68 @@ class Check:
     """One call of a student's function and the rule that judges its result.
 
     Fields:
-      name: what the check is about, shown to the student for visible checks.
+      name: what the check is about (shown to students for visible checks).
       function: the student's function to call.
-      inputs: rng -> keyword arguments (numpy arrays or JSON scalars).
-      hidden: hidden checks use a secret seed and report only that they failed.
+      inputs: rng -> keyword arguments (numpy arrays or JSON scalars); instructor
+        side only (None in the student-side catalogue).
+      hidden: hidden checks draw their inputs from the assignment secret and
+        report only whether they passed.
       points: points for passing (default 1 visible, 2 hidden).
       rtol, atol: tolerances of the default comparison (float32 students pass).
-      raises: the call must raise this exception class (e.g. "ValueError").
-      judge: custom verdict (inputs, expected outputs, got outputs) -> message or None.
-      same: custom equality of two outputs, used to recognise mutants.
+      raises: the call must raise this exception class (e.g. "ValueError"); such a
+        check pays only when the same function is also right on valid input.
+      judge: name of a custom verdict in `judges.JUDGES` (None: compare arrays).
       outputs: names of the returned values, e.g. ("out", "weights").
     """
 
     name: str
     function: str
-    inputs: Callable[[np.random.Generator], Inputs]
+    inputs: Callable[[np.random.Generator], Inputs] | None = None
     hidden: bool = False
     points: int | None = None
     rtol: float = 1e-4
     atol: float = 1e-5
     raises: str | None = None
-    judge: Callable[[Inputs, tuple, tuple], str | None] | None = None
-    same: Callable[[tuple, tuple], bool] | None = None
+    judge: str | None = None
     outputs: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.judge is not None and self.judge not in JUDGES:
+            raise ValueError(f"check {self.name!r}: unknown judge {self.judge!r}; expected one of {sorted(JUDGES)}")
 
     @property
     def max_points(self) -> int:
         return self.points if self.points is not None else (2 if self.hidden else 1)
 
+    @property
+    def same(self) -> Callable[[tuple, tuple], bool]:
+        """Equality of two answers, used to recognise a mutant's output."""
+        return (JUDGES[self.judge][1] if self.judge else None) or outputs_equal
+
+    def public(self) -> dict:
+        """The fields students may see (everything but the input generator)."""
+        return {
+            "name": self.name,
+            "function": self.function,
+            "hidden": self.hidden,
+            "points": self.max_points,
+            "rtol": self.rtol,
+            "atol": self.atol,
+            "raises": self.raises,
+            "judge": self.judge,
+            "outputs": list(self.outputs),
+        }
+
 
 @dataclass(frozen=True, kw_only=True)
 class Mutant:
-    """The reference with one classic mistake: text patches, plus optional appended source.
+    """A classic mistake: the hint students get, and (instructor side) how to make it.
 
     Fields:
       id: short name, e.g. "no_scale".
       mistake: the hint a student gets when their output matches this mutant's.
-      patch: (old, new) substitutions; each `old` must occur exactly once.
+      patch: (old, new) substitutions of the reference's source; each `old` must
+        occur exactly once. Instructor side only (empty in the student-side catalogue).
       append: source added at the end (e.g. a rewritten function replacing one above).
     """
 
@@ -97,7 +127,7 @@ class Mutant:
 
 @dataclass(frozen=True, kw_only=True)
 class Exercise:
-    """One exercise: a student file, its reference, checks and mutants.
+    """One exercise: a student file, its checks and its classic mistakes.
 
     Fields:
       number, slug: the file is ``{number:02d}_{slug}.py``.
@@ -124,32 +154,27 @@ class Exercise:
         return f"{self.id}.py"
 
     @property
+    def reference_name(self) -> str:
+        """The reference solution's file name on the instructor side."""
+        return f"ex{self.number:02d}_{self.slug}.py"
+
+    @property
     def max_points(self) -> int:
         return sum(c.max_points for c in self.checks)
 
     @property
-    def reference(self):
-        return importlib.import_module(f"tinytf.grading.reference.ex{self.number:02d}_{self.slug}")
+    def hidden_points(self) -> int:
+        return sum(c.max_points for c in self.checks if c.hidden)
 
-    def reference_source(self) -> str:
-        return inspect.getsource(self.reference)
-
-
-# ----------------------------------------------------------------------- running trusted code
-@functools.lru_cache(maxsize=None)
-def program_namespace(exercise: Exercise, mutant_id: str | None) -> dict:
-    """The reference module's namespace, or a mutant program's (both our own code)."""
-    if mutant_id is None:
-        return vars(exercise.reference)
-    mutant = next(m for m in exercise.mutants if m.id == mutant_id)
-    namespace = {"__name__": f"tinytf_mutant_{exercise.id}_{mutant_id}"}
-    exec(compile(mutant.program(exercise.reference_source()), namespace["__name__"], "exec"), namespace)  # noqa: S102
-    return namespace
+    @property
+    def visible_points(self) -> int:
+        return self.max_points - self.hidden_points
 
 
-def evaluate(exercise: Exercise, mutant_id: str | None, function: str, inputs: Inputs):
-    """Call the reference (or a mutant) on copies of `inputs`; returns (outputs tuple, is_tuple)."""
-    fn = program_namespace(exercise, mutant_id)[function]
+# ----------------------------------------------------------------------- expected values
+def call_program(namespace: dict, function: str, inputs: Inputs):
+    """Call trusted code (a reference or a mutant) on copies of `inputs`; returns (outputs, is_tuple)."""
+    fn = namespace[function]
     kwargs = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in inputs.items()}
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -157,6 +182,53 @@ def evaluate(exercise: Exercise, mutant_id: str | None, function: str, inputs: I
     if isinstance(out, (tuple, list)):
         return tuple(np.asarray(o) for o in out), True
     return (np.asarray(out),), False
+
+
+class ReferenceOracle:
+    """Expected values and mutant outputs from the reference programs (instructor side).
+
+    `sources` maps an exercise id to its reference's source text; programs are
+    compiled once and kept (`preload` compiles them all before any student code runs).
+    """
+
+    def __init__(self, sources: dict[str, str]):
+        self.sources = dict(sources)
+
+    @functools.lru_cache(maxsize=None)  # noqa: B019 - one oracle per grading run, kept for its life
+    def namespace(self, exercise: Exercise, mutant_id: str | None) -> dict:
+        source = self.sources[exercise.id]
+        if mutant_id is not None:
+            mutant = next(m for m in exercise.mutants if m.id == mutant_id)
+            source = mutant.program(source)
+        name = f"tinytf_reference_{exercise.id}" + (f"_{mutant_id}" if mutant_id else "")
+        namespace = {"__name__": name}
+        exec(compile(source, name, "exec"), namespace)  # noqa: S102 - the instructor's own code
+        return namespace
+
+    def preload(self, exercise: Exercise) -> None:
+        self.namespace(exercise, None)
+        for m in exercise.mutants:
+            self.namespace(exercise, m.id)
+
+    def expected(self, exercise: Exercise, index: int, inputs: Inputs):
+        check = exercise.checks[index]
+        try:
+            return call_program(self.namespace(exercise, None), check.function, inputs)
+        except Exception as err:  # pragma: no cover - a broken reference is the grader's bug
+            raise RuntimeError(
+                f"reference {exercise.id}.{check.function} failed on check {check.name!r}: {err}"
+            ) from err
+
+    def mutant_outputs(self, exercise: Exercise, index: int, inputs: Inputs) -> dict[str, tuple | None]:
+        """mutant id -> its outputs on these inputs (None where the mutant raised)."""
+        check = exercise.checks[index]
+        out = {}
+        for m in exercise.mutants:
+            try:
+                out[m.id] = call_program(self.namespace(exercise, m.id), check.function, inputs)[0]
+            except Exception:  # noqa: BLE001 - a mutant may well crash on some inputs
+                out[m.id] = None
+        return out
 
 
 # ----------------------------------------------------------------------- describing arrays
@@ -264,8 +336,8 @@ def outputs_equal(a: tuple, b: tuple) -> bool:
     return True
 
 
-def judge_call(exercise: Exercise, check: Check, inputs: Inputs, got: CallResult | None) -> Verdict:
-    """The verdict on one check, computed from the reference; feedback for visible checks."""
+def judge_call(check: Check, inputs: Inputs, got: CallResult | None, expected: Callable[[], tuple]) -> Verdict:
+    """The verdict on one check; `expected()` gives the expected outputs (called only when needed)."""
     if got is None:
         return Verdict(False, NO_RESULT)
     if got.error is not None:
@@ -287,16 +359,12 @@ def judge_call(exercise: Exercise, check: Check, inputs: Inputs, got: CallResult
         return Verdict(
             False, f"expected {check.function} to raise {check.raises} for these inputs, but it returned {shapes}"
         )
-    try:
-        expected, is_tuple = evaluate(exercise, None, check.function, inputs)
-    except Exception as err:  # pragma: no cover - a broken reference is the grader's bug
-        raise RuntimeError(f"reference {exercise.id}.{check.function} failed on check {check.name!r}: {err}") from err
-    got_outputs = got.outputs  # a 1-tuple and a bare array are the same answer
+    expected_outputs = expected()
     try:
         if check.judge is not None:
-            message = check.judge(inputs, expected, got_outputs)
+            message = JUDGES[check.judge][0](inputs, expected_outputs, got.outputs)
         else:
-            message = default_judge(check, inputs, expected, got_outputs)
+            message = default_judge(check, inputs, expected_outputs, got.outputs)
     except Exception as err:  # noqa: BLE001 - odd values must fail the check, not crash the grader
         message = f"the value returned could not be judged ({type(err).__name__}: {err})"
     if message is None:
@@ -305,7 +373,11 @@ def judge_call(exercise: Exercise, check: Check, inputs: Inputs, got: CallResult
 
 
 def diagnose(
-    exercise: Exercise, visible: list[tuple[int, Check, Inputs, tuple]], failing: set[int], limit: int = 2
+    exercise: Exercise,
+    visible: list[tuple[int, Check, Inputs, tuple]],
+    failing: set[int],
+    oracle,
+    limit: int = 2,
 ) -> dict[int, list[str]]:
     """Name the classic mistakes behind failing visible checks.
 
@@ -318,27 +390,23 @@ def diagnose(
       visible: (check index, check, inputs, student's outputs) for the visible checks
         that returned values.
       failing: indices of the failing checks to explain.
+      oracle: gives `expected(exercise, index, inputs)` and `mutant_outputs(...)`.
 
     Returns:
       {check index: [mistake, ...]} for the failing checks some mutant explains.
     """
     agree: dict[str, set[int]] = {m.id: set() for m in exercise.mutants}
     explains: dict[int, list[Mutant]] = {}
+    by_id = {m.id: m for m in exercise.mutants}
     for i, check, inputs, got in visible:
-        same = check.same or outputs_equal
-        try:
-            expected, _ = evaluate(exercise, None, check.function, inputs)
-        except Exception:  # noqa: BLE001  pragma: no cover - a broken reference is caught by the tests
-            continue
-        for mutant in exercise.mutants:
-            try:
-                out, _ = evaluate(exercise, mutant.id, check.function, inputs)
-            except Exception:  # noqa: BLE001 - a mutant may well crash on some inputs
+        expected, _ = oracle.expected(exercise, i, inputs)
+        for mutant_id, out in oracle.mutant_outputs(exercise, i, inputs).items():
+            if out is None or mutant_id not in by_id:
                 continue
-            if same(out, got):
-                agree[mutant.id].add(i)
-                if i in failing and not same(out, expected):
-                    explains.setdefault(i, []).append(mutant)
+            if check.same(out, got):
+                agree[mutant_id].add(i)
+                if i in failing and not check.same(out, expected):
+                    explains.setdefault(i, []).append(by_id[mutant_id])
     hints = {}
     for i, mutants in explains.items():
         best = max(len(agree[m.id]) for m in mutants)

@@ -1,20 +1,28 @@
-"""Run a student's functions in a child process and bring back raw arrays.
+"""Run a student's functions in a sealed child process and bring back raw arrays.
 
 The grader never imports a student's file. It starts a fresh interpreter
 (`python -I -S -B`, scrubbed environment, a temporary working folder holding a copy
 of the student's files), sends the inputs through a pipe, and reads back framed
 npz results (loaded with ``allow_pickle=False`` and validated: numeric dtype,
-bounded size). The child has a wall-clock limit; on timeout the whole process
-group is killed. What the child prints is capped. Verdicts are computed by the
-caller, in this process, after the child has gone, so a submission that patches
-numpy, exits early or forges frames can only change the values it returns.
+bounded size). The child has a wall-clock limit; at the end the whole process
+group is killed. What the child prints is kept (capped) for the report. Verdicts
+are computed by the caller, in this process, after the child has gone, so a
+submission that patches numpy, exits early or forges frames can only change the
+values it returns.
 
-On Linux >= 5.13 the child also locks itself down with Landlock before the
-student's module is imported (see `_child.py`): it can read only the Python
-standard library, numpy, jax and their dependencies, write only its temporary
-folder, and cannot read tinytf (where the reference solutions live), other
-submissions, or signal processes outside its sandbox. Elsewhere the sandbox is the
-process boundary alone, and the report says so.
+Before the student's module is imported the child seals itself (see `_child.py`):
+  - files (Landlock, Linux >= 5.13): it reads only the standard library, numpy, jax
+    and their dependencies and its own folder, and writes nothing; tinytf, the
+    instructor's folder, other submissions and every other installed package
+    (scipy included, in any site-packages) are unreadable, so no compiled module can
+    be loaded from them by path either;
+  - system calls (seccomp-bpf): no socket of any family (TCP, UDP, UNIX stream and
+    datagram, raw), no new process (threads only; a fork bomb or a setsid() child
+    cannot start), no exec, signals only to itself;
+  - an empty network namespace where the kernel allows one, and no capabilities.
+The sandbox is sealed when both Landlock and seccomp are in force. `probe()` asks a
+child what this machine allows; grading refuses to run student code on a machine
+that cannot seal the sandbox unless the caller allows it (`--allow-unsealed`).
 """
 
 from __future__ import annotations
@@ -42,19 +50,27 @@ import numpy as np
 
 CHILD_SCRIPT = Path(__file__).with_name("_child.py")
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # tinytf/: never readable by the child
+CHECKOUT_INSTRUCTOR_DIR = PACKAGE_DIR.parent / "exercises" / "instructor"  # in a source checkout
 
-# The exercises use numpy and jax; these distributions and everything they require
-# are importable in the child, nothing else from site-packages.
+# The exercises use numpy and jax: these distributions and what they need at run time
+# are readable in the child, nothing else from any site-packages. scipy is a
+# requirement of jax but jax.numpy runs without it, and it would solve exercises
+# (scipy.optimize.linear_sum_assignment is exercise 13), so it is left out.
 ALLOWED_DISTRIBUTIONS = ("numpy", "jax", "jaxlib")
-# Importable (jax needs scipy) but they would solve an exercise for the student.
-BLOCKED_IMPORTS = ("tinytf", "scipy.optimize", "scipy.sparse.csgraph")
+LEFT_OUT_DISTRIBUTIONS = ("scipy",)
+# Importing these is cheating, not a missing package: the exercise is refused (0 points).
+FORBIDDEN_MODULES = ("tinytf", "tinytf_instructor", "reference")
 
 MAX_OUTPUT_BYTES = 1 << 20  # what the student's code may print (stdout and stderr together)
 MAX_RESULT_BYTES = 32 << 20  # all result frames together
 MAX_ARRAY_ELEMENTS = 1 << 20  # one returned array
-MAX_FILE_BYTES = 64 << 20  # any file the child writes in its temporary folder
+MAX_FILE_BYTES = 64 << 20  # any file the child writes (it can write none where Landlock works)
 MAX_MEMORY_BYTES = 4 << 30  # the child's address space (jax runs in far less)
 KEEP_OUTPUT_BYTES = 4096  # printed output kept for the report
+
+
+class SandboxError(RuntimeError):
+    """This machine cannot seal the sandbox and the caller did not allow an unsealed one."""
 
 
 @dataclass(frozen=True)
@@ -82,26 +98,60 @@ class RunResult:
     """Everything the parent learned from one child process."""
 
     calls: dict[int, CallResult] = field(default_factory=dict)
-    sandbox: str = "unknown"
+    protections: dict[str, str] = field(default_factory=dict)  # name -> what was in force, or "off: why"
+    sealed: bool = False
     import_error: str | None = None
     import_where: str = ""
-    status: str = "ok"  # ok | timeout | output-cap | result-cap | exited | bad-frames | no-start
+    violations: list[str] = field(default_factory=list)  # what the sandbox refused, as the child saw it
+    status: str = "ok"  # ok | timeout | output-cap | result-cap | exited | bad-frames | no-start | no-sandbox
     detail: str = ""
     output: str = ""  # the first KEEP_OUTPUT_BYTES of what the student's code printed
     seconds: float = 0.0
 
+    @property
+    def sandbox(self) -> str:
+        """One line: sealed or not, and the protections in force."""
+        if not self.protections:
+            return "unknown"
+        on = [f"{k}: {v}" for k, v in self.protections.items() if not v.startswith("off")]
+        off = [f"{k} {v}" for k, v in self.protections.items() if v.startswith("off")]
+        head = "sealed" if self.sealed else "NOT sealed"
+        return head + "; " + "; ".join(on + off)
+
 
 # ----------------------------------------------------------------------- the policy
-def _site_dirs() -> list[str]:
-    paths = sysconfig.get_paths()
-    dirs = {paths["purelib"], paths["platlib"]}
+def _python_dirs(root: Path) -> list[Path]:
+    """site-packages / dist-packages folders of any Python under `root` (e.g. /usr/lib)."""
+    found = []
+    for pattern in ("python3*/site-packages", "python3*/dist-packages", "python3/dist-packages",
+                    "python*/site-packages"):
+        found += [p for p in root.glob(pattern) if p.is_dir()]
+    return found
+
+
+def _site_dirs() -> list[Path]:
+    """Every site-packages this interpreter, its base interpreter and the system know of."""
+    dirs = set()
+    for base in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix):
+        paths = sysconfig.get_paths(vars={"base": base, "platbase": base})
+        dirs |= {paths["purelib"], paths["platlib"]}
     dirs |= {p for p in sys.path if p.rstrip("/").endswith(("site-packages", "dist-packages"))}
-    return sorted(d for d in dirs if os.path.isdir(d))
+    try:
+        import site
+
+        dirs |= set(site.getsitepackages()) | {site.getusersitepackages()}
+    except (AttributeError, ImportError):  # pragma: no cover - a stripped-down site module
+        pass
+    out = {Path(d).resolve() for d in dirs if os.path.isdir(d)}
+    for root in ("/usr/lib", "/usr/lib64", "/usr/local/lib", "/usr/local/lib64", "/lib", "/lib64",
+                 os.path.join(sys.base_prefix, "lib")):
+        out |= {p.resolve() for p in _python_dirs(Path(root))}
+    return sorted(out)
 
 
-def _distribution_closure(names) -> list[importlib.metadata.Distribution]:
+def _distribution_closure(names, left_out=()) -> list[importlib.metadata.Distribution]:
     """The distributions `names` need at run time (requirements without extras), recursively."""
-    seen, todo, out = set(), list(names), []
+    seen, todo, out = {n.lower().replace("-", "_") for n in left_out}, list(names), []
     while todo:
         name = todo.pop().lower().replace("-", "_")
         if name in seen:
@@ -134,7 +184,11 @@ def _grant(path: Path, kind: str, excluded: set[Path]) -> list[tuple[str, str]]:
     if not inside:
         return [(str(path), kind)]
     rules = [(str(path), "list")]  # the folder may be listed, its children decide the rest
-    for child in sorted(path.iterdir()):
+    try:
+        children = sorted(path.iterdir())
+    except OSError:
+        return rules
+    for child in children:
         rules += _grant(child, kind, excluded)
     return rules
 
@@ -143,15 +197,23 @@ def _grant(path: Path, kind: str, excluded: set[Path]) -> list[tuple[str, str]]:
 class Policy:
     """What the child may import and read; computed once per grading process."""
 
-    sys_path: tuple[str, ...]
-    blocked_imports: tuple[str, ...]  # BLOCKED_IMPORTS and every other package in site-packages
-    rules: tuple[tuple[str, str], ...]  # without the child's own temporary folder
+    sys_path: tuple[str, ...]  # the site-packages folders that hold an allowed distribution
+    site_dirs: tuple[str, ...]  # every site-packages known here
+    allowed: tuple[str, ...]  # the allowed distributions' files and folders
+    blocked_imports: tuple[str, ...]  # every other top-level name found in a site-packages folder
+    forbidden_dirs: tuple[str, ...]  # tinytf and the instructor's folders
+    rules: tuple[tuple[str, str], ...]  # Landlock rules, without the child's own temporary folder
 
 
-@functools.lru_cache(maxsize=1)
-def policy() -> Policy:
-    site_dirs = [Path(d).resolve() for d in _site_dirs()]
-    dists = _distribution_closure(ALLOWED_DISTRIBUTIONS)
+def policy(extra_forbidden: tuple[str, ...] = ()) -> Policy:
+    """The sandbox's policy; `extra_forbidden` adds folders (e.g. the instructor's) to keep unreadable."""
+    return _policy(tuple(sorted(str(Path(p).resolve()) for p in extra_forbidden)))
+
+
+@functools.lru_cache(maxsize=8)
+def _policy(extra_forbidden: tuple[str, ...]) -> Policy:
+    site_dirs = _site_dirs()
+    dists = _distribution_closure(ALLOWED_DISTRIBUTIONS, LEFT_OUT_DISTRIBUTIONS)
     entries, tops = set(), set()
     for dist in dists:
         spec = importlib.util.find_spec(dist.metadata["Name"].lower().replace("-", "_"))
@@ -167,16 +229,14 @@ def policy() -> Policy:
             name = first.split(".")[0] if first.endswith((".py", ".so", ".pyd")) else first
             if name.isidentifier():
                 tops.add(name)
-    excluded = {PACKAGE_DIR, *site_dirs}
-    for blocked in BLOCKED_IMPORTS:
-        parts = blocked.split(".")
-        for d in site_dirs:
-            excluded.add(d.joinpath(*parts))
+    forbidden = {PACKAGE_DIR, CHECKOUT_INSTRUCTOR_DIR.resolve(), *(Path(p) for p in extra_forbidden)}
+    excluded = forbidden | set(site_dirs)
     rules: list[tuple[str, str]] = []
-    for d in site_dirs:
-        rules.append((str(d), "list"))
+    home_dirs = sorted({e.parent for e in entries if e.parent in site_dirs})
+    for d in home_dirs:
+        rules.append((str(d), "list"))  # the import system lists the folder; the entries decide the rest
     for e in sorted(entries):
-        rules += _grant(e, "ro", excluded - set(site_dirs))
+        rules += _grant(e, "ro", forbidden)
     std = {sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"], os.path.dirname(os.__file__)}
     system = [
         "/lib",
@@ -205,13 +265,20 @@ def policy() -> Policy:
     rules += [("/proc/self", "ro"), ("/dev/null", "dev")]
     others = set()
     for d in site_dirs:
-        for entry in d.iterdir():
-            name = entry.name.split(".")[0]
+        try:
+            names = [entry.name for entry in d.iterdir()]
+        except OSError:
+            continue
+        for entry in names:
+            name = entry.split(".")[0].split("-")[0]
             if name.isidentifier() and name not in tops:
                 others.add(name)
     return Policy(
-        sys_path=tuple(str(d) for d in site_dirs),
-        blocked_imports=tuple(BLOCKED_IMPORTS) + tuple(sorted(others)),
+        sys_path=tuple(str(d) for d in home_dirs),
+        site_dirs=tuple(str(d) for d in site_dirs),
+        allowed=tuple(str(e) for e in sorted(entries)),
+        blocked_imports=tuple(sorted(others | set(FORBIDDEN_MODULES) | set(LEFT_OUT_DISTRIBUTIONS))),
+        forbidden_dirs=tuple(sorted(str(p) for p in forbidden)),
         rules=tuple(dict.fromkeys(rules)),
     )
 
@@ -234,7 +301,7 @@ def _environment(tmp: str) -> dict[str, str]:
 
 
 # ----------------------------------------------------------------------- the request
-def _encode_request(module_file: str, calls: list[Call], rules, require_sandbox: bool) -> bytes:
+def _encode_request(module_file: str, calls: list[Call], pol: Policy, rules, require_sealed: bool) -> bytes:
     arrays, specs = {}, []
     for call in calls:
         args = {}
@@ -253,15 +320,18 @@ def _encode_request(module_file: str, calls: list[Call], rules, require_sandbox:
                     "checks may pass arrays and JSON scalars only"
                 )
         specs.append({"id": call.id, "function": call.function, "args": args})
-    pol = policy()
     header = {
         "module_file": module_file,
         "module_name": Path(module_file).stem.replace("-", "_"),
         "calls": specs,
         "sys_path": list(pol.sys_path),
+        "site_dirs": list(pol.site_dirs),
+        "allowed": list(pol.allowed),
+        "forbidden_dirs": list(pol.forbidden_dirs),
+        "forbidden_modules": list(FORBIDDEN_MODULES),
         "rules": rules,
         "blocked_imports": list(pol.blocked_imports),
-        "require_sandbox": require_sandbox,
+        "require_sealed": require_sealed,
         "file_size_cap": MAX_FILE_BYTES,
         "memory_cap": MAX_MEMORY_BYTES,
     }
@@ -313,6 +383,12 @@ def _clean(text, limit: int) -> str:
     return "".join(ch if ch.isprintable() else " " for ch in str(text))[:limit]
 
 
+def _clean_list(values, limit: int = 20) -> list[str]:
+    if not isinstance(values, list):
+        return []
+    return [_clean(v, 300) for v in values[:limit]]
+
+
 def _parse_frames(data: bytes, result: RunResult) -> None:
     """Fill `result` from the child's frames; stop quietly at the first malformed one."""
     pos, first = 0, True
@@ -338,10 +414,18 @@ def _parse_frames(data: bytes, result: RunResult) -> None:
             return
         if first:  # written by the harness before any student code ran
             first = False
-            result.sandbox = _clean(header.get("sandbox", "unknown"), 200)
+            protections = header.get("protections")
+            if isinstance(protections, dict):
+                result.protections = {_clean(k, 40): _clean(v, 200) for k, v in list(protections.items())[:12]}
+            result.sealed = header.get("sealed") is True
             if header.get("fatal"):
-                result.status, result.detail = "no-sandbox", result.sandbox
+                result.status = "no-sandbox"
+                result.detail = "the sandbox could not be sealed: " + result.sandbox
             continue
+        # Student code ran from here on: what it reports can only add to its own record.
+        for v in _clean_list(header.get("violations")):
+            if v not in result.violations:
+                result.violations.append(v)
         if "import_error" in header:
             result.import_error = _clean(header["import_error"], 500)
             result.import_where = _clean(header.get("where", ""), 300)
@@ -381,7 +465,8 @@ def run_student(
     *,
     timeout: float = 30.0,
     sandbox: bool = True,
-    require_sandbox: bool = False,
+    require_sealed: bool = True,
+    forbidden: tuple[str, ...] = (),
 ) -> RunResult:
     """Import `module_file` (one of `files`) in a fresh child process and make `calls`.
 
@@ -390,8 +475,10 @@ def run_student(
       module_file: which file holds the functions.
       calls: the calls to make, in order.
       timeout: wall-clock seconds for the whole child (start-up, import, all calls).
-      sandbox: lock the child down with Landlock where the kernel supports it.
-      require_sandbox: refuse to run student code where Landlock is unavailable.
+      sandbox: apply the protections (False only for the grader's own tests of trusted code).
+      require_sealed: the child stops before importing the student's code when the
+        sandbox cannot be sealed on this machine.
+      forbidden: more folders the child must not read (the instructor's).
 
     Returns:
       A RunResult; never raises for anything the student's code does.
@@ -402,8 +489,9 @@ def run_student(
     try:
         for name, data in files.items():
             Path(tmp, name).write_bytes(data)
-        rules = [list(r) for r in policy().rules] + [[tmp, "rw"]] if sandbox else []
-        request = _encode_request(module_file, calls, rules, require_sandbox)
+        pol = policy(forbidden)
+        rules = [list(r) for r in pol.rules] + [[tmp, "ro"]] if sandbox else []
+        request = _encode_request(module_file, calls, pol, rules, require_sealed and sandbox)
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-I", "-S", "-B", str(CHILD_SCRIPT)],
@@ -419,7 +507,7 @@ def run_student(
             result.status, result.detail = "no-start", f"could not start Python: {err}"
             return result
         out, printed, printed_total = _pump(proc, request, start + timeout, result)
-        _kill_group(proc)  # stragglers the student's code may have forked
+        _kill_group(proc)  # the child and anything in its process group (it can start no process)
         try:
             proc.wait(timeout=5)
         except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not wait
@@ -438,7 +526,7 @@ def run_student(
         if result.status == "ok" and len(result.calls) < len(calls) and result.import_error is None:
             result.status = "exited"
             result.detail = f"the process ended early (exit code {proc.returncode})"
-        if result.sandbox == "unknown" and result.status in ("ok", "exited", "bad-frames"):
+        if not result.protections and result.status in ("ok", "exited", "bad-frames"):
             # No frame at all: the harness itself failed before any student code ran.
             lines = [ln for ln in result.output.splitlines() if ln.strip()]
             result.status = "no-start"
@@ -452,6 +540,30 @@ def run_student(
         shutil.rmtree(tmp, ignore_errors=True)
         result.seconds = time.monotonic() - start
     return result
+
+
+@functools.lru_cache(maxsize=8)
+def probe(forbidden: tuple[str, ...] = ()) -> RunResult:
+    """What this machine allows: a child that seals itself and imports an empty module."""
+    return run_student({"probe.py": b""}, "probe.py", [], timeout=60.0, require_sealed=False, forbidden=forbidden)
+
+
+def require_sealed(allow_unsealed: bool, forbidden: tuple[str, ...] = ()) -> RunResult:
+    """Probe the sandbox; raise SandboxError when it cannot be sealed and that was not allowed."""
+    found = probe(tuple(forbidden))
+    if found.sealed or allow_unsealed:
+        return found
+    if found.status not in ("ok", "exited") or not found.protections:
+        why = f"the sandbox's child process did not start ({found.detail or found.status})"
+    else:
+        missing = [f"{k} ({v[4:].strip(': ')})" for k, v in found.protections.items() if v.startswith("off")]
+        why = "missing: " + ", ".join(missing) if missing else found.sandbox
+    raise SandboxError(
+        f"this machine cannot seal the grader's sandbox ({why}). Sealing needs Linux with Landlock "
+        "(kernel >= 5.13) and seccomp. Student code would run with fewer protections: its files could read "
+        "other files or reach the network. To grade anyway, pass --allow-unsealed (the report then says "
+        "which protections were missing)"
+    )
 
 
 def _pump(proc, request: bytes, deadline: float, result: RunResult):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinytf.grading.catalogue._gen import distinct, normal, softmax_rows
+from ._gen import distinct, normal, softmax_rows
 from tinytf.grading.core import Check, Exercise, Mutant
+from tinytf.grading.judges import optimal_cost
 
 
 # ----------------------------------------------------------------------------- 12. GIoU
@@ -62,6 +63,13 @@ GIOU = Exercise(
             hidden=True,
             inputs=lambda rng: {"boxes1": _boxes(rng, 7, max_size=0.8), "boxes2": _boxes(rng, 11, max_size=0.8)},
         ),
+        Check(
+            name="hidden: disjoint boxes",
+            function="generalized_box_iou",
+            hidden=True,
+            inputs=lambda rng: {"boxes1": _boxes(rng, 5, 0.55, 1.0), "boxes2": _boxes(rng, 3, 0.0, 0.45)},
+        ),
+        Check(name="hidden: nested boxes", function="generalized_box_iou", hidden=True, inputs=_nested),
         Check(
             name="hidden: box_cxcywh_to_xyxy on (2, 5, 4)",
             function="box_cxcywh_to_xyxy",
@@ -130,46 +138,9 @@ def _greedy_fails(rng, q, g):
             i = min((i for i in range(q) if i not in used), key=lambda i: cost[i, j])
             used.add(i)
             total += cost[i, j]
-        if total > _optimum(cost) + 1e-3:
+        if total > optimal_cost(cost) + 1e-3:
             return {"cost": cost.astype(np.float32)}
     raise RuntimeError("no cost matrix where greedy matching fails")  # pragma: no cover
-
-
-def _optimum(cost: np.ndarray) -> float:
-    from scipy.optimize import linear_sum_assignment
-
-    rows, cols = linear_sum_assignment(cost)
-    return float(cost[rows, cols].sum())
-
-
-def _judge_matching(inputs, expected, got):
-    cost = np.asarray(inputs["cost"], np.float64)
-    Q, G = cost.shape
-    n = min(Q, G)
-    if len(got) != 2:
-        return f"expected a tuple (query_index, target_index), got {len(got)} value(s)"
-    rows, cols = got
-    for name, idx, size in (("query_index", rows, Q), ("target_index", cols, G)):
-        if idx.shape != (n,):
-            return f"{name}: expected shape ({n},) (one pair per target when Q >= G), got {tuple(idx.shape)}"
-        if idx.dtype.kind not in "iu":
-            return f"{name}: expected integer indices, got dtype {idx.dtype}"
-        if idx.min() < 0 or idx.max() >= size:
-            return f"{name}: indices must lie in 0..{size - 1}, got {idx.min()}..{idx.max()}"
-        values, counts = np.unique(idx, return_counts=True)
-        if (counts > 1).any():
-            return f"{name}: {values[counts > 1][0]} is used {counts.max()} times; a matching is one-to-one"
-    total, best = float(cost[rows, cols].sum()), _optimum(cost)
-    if total > best + 1e-5 * (1 + abs(best)):
-        pairs = ", ".join(f"({q}, {g})" for q, g in sorted(zip(rows.tolist(), cols.tolist())))
-        return f"expected the minimum total cost {best:.4f}, got {total:.4f} from the pairs {pairs}"
-    return None
-
-
-def _same_pairs(a, b):
-    if len(a) != 2 or len(b) != 2 or a[0].shape != b[0].shape or a[1].shape != b[1].shape:
-        return False
-    return sorted(zip(a[0].tolist(), a[1].tolist())) == sorted(zip(b[0].tolist(), b[1].tolist()))
 
 
 def _matching(name, shape_fn, hidden=False):
@@ -178,8 +149,7 @@ def _matching(name, shape_fn, hidden=False):
         function="hungarian_match",
         hidden=hidden,
         inputs=shape_fn,
-        judge=_judge_matching,
-        same=_same_pairs,
+        judge="matching",
         outputs=("query_index", "target_index"),
     )
 
@@ -201,6 +171,11 @@ MATCHING = Exercise(
         ),
         _matching("hidden: (7, 4)", lambda rng: {"cost": rng.uniform(-2, 2, (7, 4)).astype(np.float32)}, hidden=True),
         _matching("hidden: (6, 6), greedy fails", lambda rng: _greedy_fails(rng, 6, 6), hidden=True),
+        _matching(
+            "hidden: fewer queries than targets (4, 7)",
+            lambda rng: {"cost": rng.uniform(0, 1, (4, 7)).astype(np.float32)},
+            hidden=True,
+        ),
     ),
     mutants=(
         Mutant(
@@ -269,6 +244,12 @@ def _hidden_patches(rng):
     return {"images": _images(rng, b, rows, cols, p, c), "patch_size": p}
 
 
+def _hidden_one_channel(rng):
+    b, rows, cols = distinct(rng, 3, (1, 2, 3, 5))
+    p = int(rng.choice([3, 5]))
+    return {"images": _images(rng, b, rows, cols, p, 1), "patch_size": p}
+
+
 def _embed(rng, b=2, rows=5, cols=7, p=3, c=4, d=11):
     return {
         "images": _images(rng, b, rows, cols, p, c),
@@ -303,6 +284,12 @@ PATCHES = Exercise(
         ),
         Check(name="patch_embed: weight (36, 11), bias (11,)", function="patch_embed", inputs=lambda rng: _embed(rng)),
         Check(name="hidden: patchify, random sizes", function="patchify", hidden=True, inputs=_hidden_patches),
+        Check(
+            name="hidden: patchify, one channel",
+            function="patchify",
+            hidden=True,
+            inputs=_hidden_one_channel,
+        ),
         Check(
             name="hidden: patch_embed, random sizes",
             function="patch_embed",

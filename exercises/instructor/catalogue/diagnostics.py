@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinytf.grading.catalogue._gen import causal, distinct, key_mask, normal, softmax_rows
+from ._gen import causal, distinct, key_mask, normal, softmax_rows
 from tinytf.grading.core import Check, Exercise, Mutant
 
 
@@ -337,6 +337,13 @@ SOFTMAX1 = Exercise(
             inputs=lambda rng: {"x": normal(rng, 3, 5, 7, scale=2.0), "mask": key_mask(rng, (3, 5, 7), empty_rows=2)},
         ),
         Check(name="hidden: random shape, shift and mask", function="softmax1", hidden=True, inputs=_hidden_softmax1),
+        Check(
+            name="hidden: very negative logits",
+            function="softmax1",
+            hidden=True,
+            atol=1e-7,
+            inputs=lambda rng: {"x": (normal(rng, 7, 3) - float(rng.uniform(6, 12))).astype(np.float32)},
+        ),
         Check(
             name="hidden: large logits with a mask",
             function="softmax1",

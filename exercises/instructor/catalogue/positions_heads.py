@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinytf.grading.catalogue._gen import causal, distinct, normal
+from ._gen import causal, distinct, normal
 from tinytf.grading.core import Check, Exercise, Mutant
 
 # ----------------------------------------------------------------------------- 4. sinusoidal
@@ -142,6 +142,13 @@ ROPE = Exercise(
             inputs=_hidden_rope,
         ),
         Check(
+            name="hidden: per-example positions, base=50",
+            function="apply_rope",
+            hidden=True,
+            atol=1e-4,
+            inputs=lambda rng: _rope(rng, 3, 5, 2, 6, positions=rng.integers(0, 200, size=(3, 5)), base=50.0),
+        ),
+        Check(
             name="hidden: base=500, shared positions",
             function="apply_rope",
             hidden=True,
@@ -258,6 +265,18 @@ HEADS = Exercise(
             function="split_heads",
             hidden=True,
             inputs=lambda rng: {"x": normal(rng, 3, 7, 10), "num_heads": 2},
+        ),
+        Check(
+            name="hidden: merge_heads, random sizes",
+            function="merge_heads",
+            hidden=True,
+            inputs=lambda rng: {"x": normal(rng, *distinct(rng, 4, (2, 3, 5, 7)))},
+        ),
+        Check(
+            name="hidden: multi_head_attention with a causal mask, 5 heads",
+            function="multi_head_attention",
+            hidden=True,
+            inputs=lambda rng: _mha(rng, 3, 7, 5, 2, mask=causal(7)),
         ),
         Check(
             name="hidden: multi_head_attention, random sizes, padding mask",

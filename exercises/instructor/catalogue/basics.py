@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinytf.grading.catalogue._gen import causal, distinct, key_mask, normal
+from ._gen import causal, distinct, key_mask, normal
 from tinytf.grading.core import Check, Exercise, Mutant
 
 # ----------------------------------------------------------------------------- 1. softmax
@@ -34,6 +34,12 @@ def _hidden_softmax_axis(rng):
     x = normal(rng, 7, 3, 5, scale=200.0)
     mask = np.swapaxes(key_mask(rng, (5, 3, 7), empty_rows=1), 0, 2)  # rows along axis 0
     return {"x": x, "mask": mask, "axis": 0}
+
+
+def _hidden_softmax_large(rng):
+    shape = tuple(distinct(rng, 2, (3, 5, 7, 11)))
+    x = (float(rng.uniform(500, 3000)) + normal(rng, *shape, scale=30.0)).astype(np.float32)
+    return {"x": x, "mask": key_mask(rng, shape, empty_rows=1)}
 
 
 SOFTMAX = Exercise(
@@ -62,6 +68,10 @@ SOFTMAX = Exercise(
         Check(name="axis=1", function="softmax", inputs=lambda rng: {"x": normal(rng, 3, 5, 7, scale=2.0), "axis": 1}),
         Check(name="hidden: random shape and mask", function="softmax", hidden=True, inputs=_hidden_softmax),
         Check(name="hidden: axis=0 with a mask", function="softmax", hidden=True, inputs=_hidden_softmax_axis),
+        Check(name="hidden: large logits, mask with fully masked rows", function="softmax", hidden=True,
+              inputs=_hidden_softmax_large),
+        Check(name="hidden: axis=1, no mask", function="softmax", hidden=True,
+              inputs=lambda rng: {"x": normal(rng, *distinct(rng, 3, (3, 5, 7, 11)), scale=3.0), "axis": 1}),
     ),
     mutants=(
         Mutant(
@@ -176,6 +186,11 @@ def _hidden_attention(rng):
     return {**_qkv(rng, b, t, s, n, h), "mask": mask}
 
 
+def _hidden_causal_attention(rng):
+    t, extra = distinct(rng, 2, (3, 5, 7))
+    return {**_qkv(rng, 2, t, t + extra, 3, 5, scale=2.0), "mask": causal(t, t + extra)}
+
+
 ATTENTION = Exercise(
     number=2,
     slug="attention",
@@ -212,6 +227,13 @@ ATTENTION = Exercise(
             function="scaled_dot_product_attention",
             hidden=True,
             inputs=_hidden_attention,
+            outputs=("out", "weights"),
+        ),
+        Check(
+            name="hidden: causal mask, more keys than queries",
+            function="scaled_dot_product_attention",
+            hidden=True,
+            inputs=_hidden_causal_attention,
             outputs=("out", "weights"),
         ),
         Check(
@@ -320,6 +342,12 @@ MASKS = Exercise(
         Check(name="hidden: causal_mask, random T < S", function="causal_mask", hidden=True, inputs=_hidden_causal),
         Check(
             name="hidden: padding_mask, random lengths", function="padding_mask", hidden=True, inputs=_hidden_padding
+        ),
+        Check(
+            name="hidden: causal_mask(T), S left out",
+            function="causal_mask",
+            hidden=True,
+            inputs=lambda rng: {"T": int(rng.choice([6, 9, 13]))},
         ),
     ),
     mutants=(
