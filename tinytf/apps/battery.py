@@ -47,11 +47,18 @@ from tinytf.variants import AttentionConfig
 
 
 # --------------------------------------------------------------------------- the configuration
+QUICK_EXPERIMENTS = ("rank", "induction", "entropy", "cost")
+"""The rows of `--quick`: those that fit about 3 minutes for two variants on two CPU cores. Sinks,
+dilution, ViT and DETR each take over a minute per (variant, seed) on a CPU, mostly compiling."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class BatteryConfig:
     """What `tinytf compare` runs. Presets: `quick()` (the documented ~3 minutes for two variants
     on two CPU cores), `full()`, and `tiny()` (the test suite's smoke run: too short to mean anything)."""
 
+    experiments: tuple[str, ...] = ("sinks", "dilution", "entropy", "rank", "induction", "vit", "detr", "cost")
+    """The rows to run, in this order."""
     seeds: tuple[int, ...] = (0, 1, 2)
     sink_steps: int = 400
     needle_steps: int = 600
@@ -72,7 +79,8 @@ class BatteryConfig:
 
     @classmethod
     def quick(cls) -> "BatteryConfig":
-        return cls(seeds=(0, 1), sink_steps=250, needle_steps=400, entropy_steps=200, induction_steps=250,
+        return cls(experiments=QUICK_EXPERIMENTS, seeds=(0, 1, 2), sink_steps=250, needle_steps=400,
+                   entropy_steps=200, induction_steps=250,
                    vit_steps=200, detr_steps=300, cost_lengths=(256, 1024), cost_repeats=3)
 
     @classmethod
@@ -81,7 +89,8 @@ class BatteryConfig:
 
     @classmethod
     def tiny(cls) -> "BatteryConfig":
-        return cls(seeds=(0,), sink_steps=6, needle_steps=6, needle_lengths=(32, 64), entropy_steps=6,
+        return cls(experiments=("rank", "induction", "cost"), seeds=(0,), sink_steps=6, needle_steps=6,
+                   needle_lengths=(32, 64), entropy_steps=6,
                    induction_steps=6, vit_steps=6, detr_steps=6, rank_depths=(1, 2, 4), cost_lengths=(64,),
                    cost_repeats=1, eval_batch=16)
 
@@ -298,5 +307,5 @@ EXPERIMENTS = {"sinks": sinks, "dilution": dilution, "entropy": entropy, "rank":
                "vit": vit, "detr": detr}
 """The seeded experiments, in the order they run (cost is measured for all variants together)."""
 
-__all__ = ["BatteryConfig", "EXPERIMENTS", "cost", "sinks", "dilution", "entropy", "rank", "induction", "vit",
-           "detr"]
+__all__ = ["BatteryConfig", "QUICK_EXPERIMENTS", "EXPERIMENTS", "cost", "sinks", "dilution", "entropy", "rank",
+           "induction", "vit", "detr"]
