@@ -22,11 +22,13 @@ import math
 import os
 import sys
 import time
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 from tinytf.apps.args import nonnegative_int, writable_dir
 from tinytf.apps.claims import LessonResult
+from tinytf.variant_contract import load_variant
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,8 @@ class LessonInfo:
     """Quick-mode wall seconds on a 2-core CPU with a cold compilation cache (measured in the test suite)."""
     variant: bool = False
     """Whether --variant changes the attention under study."""
+    no_variant_reason: str = ""
+    """Why --variant cannot apply (said by the refusal); empty: the generic reason."""
 
 
 LESSONS: dict[str, LessonInfo] = {}
@@ -75,7 +79,13 @@ def run_lesson(lesson_id: str, *, quick: bool = False, seed: int = 0, out: str |
     """Run a lesson, write OUT/ID/metrics.json, and return its contents."""
     info = LESSONS[lesson_id]
     if variant is not None and not info.variant:
-        raise ValueError(f"lesson {lesson_id!r} does not take --variant (its subject is not the attention variant)")
+        takes = ", ".join(i.id for i in LESSONS.values() if i.variant)
+        raise ValueError(f"lesson {lesson_id!r} does not take --variant: "
+                         f"{info.no_variant_reason or 'its subject is not the attention variant'}. "
+                         f"Lessons that do: {takes}; or score the variant on every phenomenon with "
+                         f"`tinytf compare {variant}`")
+    if variant is not None:
+        load_variant(variant)  # the contract, in seconds, before anything trains
     out_dir = Path(out) / lesson_id
     out_dir.mkdir(parents=True, exist_ok=True)
     run_fn = run_fn or load_lesson(lesson_id).run
@@ -159,6 +169,18 @@ for _info in [
                "a spurious watermark gets the attention; decorrelation fixes it", 30),
 ]:
     register(_info)
+
+# Why each lesson without --variant cannot take one (the refusal says it).
+for _id, _why in {
+    "attention-basics": "it builds softmax attention from scratch and checks it against its own formula",
+    "positions": "it varies the positional encoding with the attention held fixed",
+    "rank-collapse": "it varies skips, MLPs and norms with the attention held fixed (the rank row of "
+                     "`tinytf compare` measures a variant's rank collapse)",
+    "vit-attention": "it compares explanation methods (raw attention, rollout, gradients) on one trained ViT",
+    "spurious-attention": "it varies the training data (a watermark) with the attention held fixed",
+}.items():
+    if _id in LESSONS and not LESSONS[_id].variant:
+        LESSONS[_id] = dataclasses.replace(LESSONS[_id], no_variant_reason=_why)
 
 
 def available_lessons() -> list[LessonInfo]:
