@@ -17,7 +17,7 @@ ROOT = pathlib.Path(tinytf.__file__).parent
 LAYERS = [  # (layer number, module prefixes)
     (0, ["tinytf.checks", "tinytf.config", "tinytf.progress"]),
     (1, ["tinytf.attention", "tinytf.positional"]),
-    (2, ["tinytf.capture", "tinytf.cache", "tinytf.variants", "tinytf.nn"]),
+    (2, ["tinytf.capture", "tinytf.cache", "tinytf.variants", "tinytf.nn", "tinytf.variant_contract"]),
     (3, ["tinytf.models"]),
     (4, ["tinytf.data", "tinytf.detection", "tinytf.train"]),
     (5, ["tinytf.diagnostics", "tinytf.plots"]),

@@ -24,6 +24,7 @@ from tinytf import attention as A
 from tinytf.apps.args import nonnegative_int, positive_int
 from tinytf.apps.bench_lessons import cmd_bench_lessons
 from tinytf.apps.bench_train import bench_presets, bench_train
+from tinytf.variant_contract import load_variant
 
 
 def _time(fn, *args, repeats: int = 3) -> float:
@@ -174,6 +175,8 @@ def _cmd_attention(args) -> int:
     if args.heads % kv:
         print(f"error: --kv-heads {kv} must divide --heads {args.heads}", file=sys.stderr)
         return 2
+    if args.variant:
+        load_variant(args.variant)  # the contract, in seconds, before anything is timed
     rows = bench_attention(tuple(args.lengths), heads=args.heads, head_dim=args.head_dim, chunk_size=args.chunk,
                            backward=args.backward, repeats=args.repeats, kv_heads=kv, variant=args.variant)
     cache = kv_cache_bytes(args.heads, kv, args.head_dim)
@@ -193,7 +196,9 @@ def _cmd_attention(args) -> int:
 
 def _cmd_train(args) -> int:
 
-    result = bench_train(steps=args.steps, print_fn=None if args.json else print)
+    if args.variant:
+        load_variant(args.variant)  # the contract, in seconds, before anything trains
+    result = bench_train(steps=args.steps, print_fn=None if args.json else print, variant=args.variant)
     if args.json:
         print(json.dumps(result))
     return 0
@@ -224,6 +229,9 @@ def register_cli(sub) -> None:
     a.set_defaults(func=_cmd_attention)
     t = bsub.add_parser("train", help="fit vs a per-step nnx.jit loop vs flax.nnx stock layers")
     t.add_argument("--steps", type=positive_int, default=200)
+    t.add_argument("--variant", default=None,
+                   help="attention of tinytf's presets (a name, module:fn or path/to/file.py:fn); "
+                        "the flax.nnx stock twins stay softmax")
     t.add_argument("--json", action="store_true", help="print one JSON object")
     t.set_defaults(func=_cmd_train)
     m = bsub.add_parser("presets", help="train the tiny LM and ViT presets from scratch: accuracy and time")

@@ -207,8 +207,12 @@ def _step_flops(model: nnx.Module, batch, loss_fn) -> float:
 
 
 def bench_train(*, steps: int = 200, repeats: int = 3, print_fn: Callable | None = print,
-                progress: bool | None = None) -> dict:
+                progress: bool | None = None, variant: str | None = None) -> dict:
     """`tinytf bench train`: the tiny LM and ViT presets, three ways each, in one run.
+
+    `variant` (a name, module:fn or path/to/file.py:fn) sets the attention of tinytf's
+    presets; the flax.nnx stock twins keep softmax attention, so their ratio then also
+    measures the variant's cost.
 
     For each preset: a per-step `nnx.jit` loop, `fit` (one step per call and as used),
     and `fit` on the same architecture built from `flax.nnx` stock layers; steps/s,
@@ -219,7 +223,9 @@ def bench_train(*, steps: int = 200, repeats: int = 3, print_fn: Callable | None
     """
     from tinytf.data import copy_task, shapes_classification
     from tinytf.models import CausalLM, LMConfig, ViT, ViTConfig
+    from tinytf.variants import get_variant
 
+    attention = get_variant(variant)
     peak = _matmul_gflops()
     lm_data = lambda key: copy_task(key, batch_size=32, length=16, vocab_size=64)["tokens"]  # noqa: E731
 
@@ -237,14 +243,14 @@ def bench_train(*, steps: int = 200, repeats: int = 3, print_fn: Callable | None
         return cross_entropy(model(images), labels)
 
     presets = {
-        "LMConfig.micro() B=16 T=32": (lambda: CausalLM(LMConfig.micro(vocab_size=64), rngs=nnx.Rngs(0)),
+        "LMConfig.micro() B=16 T=32": (lambda: CausalLM(LMConfig.micro(vocab_size=64, attention=attention), rngs=nnx.Rngs(0)),
                                        lambda: _BenchLM(vocab=64, d_model=32, num_heads=2, layers=2, length=32,
                                                         rngs=nnx.Rngs(0)),
                                        lambda key: lm_data(key)[:16], lm_loss),
-        "LMConfig.tiny() B=32 T=32": (lambda: CausalLM(LMConfig.tiny(), rngs=nnx.Rngs(0)),
+        "LMConfig.tiny() B=32 T=32": (lambda: CausalLM(LMConfig.tiny(attention=attention), rngs=nnx.Rngs(0)),
                                       lambda: _BenchLM(vocab=64, d_model=64, num_heads=4, layers=2, length=32,
                                                        rngs=nnx.Rngs(0)), lm_data, lm_loss),
-        "ViTConfig.tiny16() B=64": (lambda: ViT(ViTConfig.tiny16(num_classes=4), rngs=nnx.Rngs(0)),
+        "ViTConfig.tiny16() B=64": (lambda: ViT(ViTConfig.tiny16(num_classes=4, attention=attention), rngs=nnx.Rngs(0)),
                                     lambda: _StockViT(num_classes=4, rngs=nnx.Rngs(0)), vit_data, vit_loss),
     }
     results = {"matmul_gflops": peak, "presets": {}}

@@ -5,6 +5,7 @@ function, so this file stays a table of contents:
 
   tinytf demo                      attention heatmap of a tiny model -> PNG
   tinytf bench attention|train     speed and memory against named peers
+  tinytf compare VARIANT ...       every phenomenon, attention variants side by side
   tinytf detr train                train and evaluate the DETR preset (see detr_recipe.py)
   tinytf lessons / lesson ID       the lessons (see lessons.py)
   tinytf course build              the course as a static web site (see course.py)
@@ -24,6 +25,7 @@ import sys
 _SUBSYSTEMS = (
     "tinytf.apps.demo",
     "tinytf.apps.bench",
+    "tinytf.apps.compare",
     "tinytf.apps.detr_recipe",
     "tinytf.apps.scale",
     "tinytf.apps.lessons",

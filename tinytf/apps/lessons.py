@@ -43,6 +43,7 @@ import shlex
 import subprocess
 import sys
 import time
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +51,7 @@ from tinytf.apps.args import nonnegative_int, positive_float, writable_dir
 from tinytf.apps.claims import LessonResult
 from tinytf.apps.notebook import MissingNotebookTools, run_notebook
 from tinytf.progress import labelled, progress_enabled, say
+from tinytf.variant_contract import load_variant
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,8 @@ class LessonInfo:
     """Whether --variant changes the attention under study."""
     warm_seconds: float | None = None
     """The same with the compilation cache filled by a first run (`tinytf bench lessons` measures both)."""
+    no_variant_reason: str = ""
+    """Why --variant cannot apply (said by the refusal); empty: the generic reason."""
 
 
 LESSONS: dict[str, LessonInfo] = {}
@@ -221,7 +225,13 @@ def run_lesson(lesson_id: str, *, quick: bool = False, seed: int = 0, out: str |
     """
     info = lesson_info(lesson_id)
     if variant is not None and not info.variant:
-        raise ValueError(f"lesson {lesson_id!r} does not take --variant (its subject is not the attention variant)")
+        takes = ", ".join(i.id for i in LESSONS.values() if i.variant)
+        raise ValueError(f"lesson {lesson_id!r} does not take --variant: "
+                         f"{info.no_variant_reason or 'its subject is not the attention variant'}. "
+                         f"Lessons that do: {takes}; or score the variant on every phenomenon with "
+                         f"`tinytf compare {variant}`")
+    if variant is not None:
+        load_variant(variant)  # the contract, in seconds, before anything trains
     started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     fresh = run_dir is None
     out_dir = (new_run_dir(lesson_id, out=out, seed=seed, quick=quick, variant=variant) if fresh
@@ -362,6 +372,18 @@ for _info in [
                "a spurious watermark gets the attention; decorrelation fixes it", 30),
 ]:
     register(_info)
+
+# Why each lesson without --variant cannot take one (the refusal says it).
+for _id, _why in {
+    "attention-basics": "it builds softmax attention from scratch and checks it against its own formula",
+    "positions": "it varies the positional encoding with the attention held fixed",
+    "rank-collapse": "it varies skips, MLPs and norms with the attention held fixed (the rank row of "
+                     "`tinytf compare` measures a variant's rank collapse)",
+    "vit-attention": "it compares explanation methods (raw attention, rollout, gradients) on one trained ViT",
+    "spurious-attention": "it varies the training data (a watermark) with the attention held fixed",
+}.items():
+    if _id in LESSONS and not LESSONS[_id].variant:
+        LESSONS[_id] = dataclasses.replace(LESSONS[_id], no_variant_reason=_why)
 
 
 def available_lessons() -> list[LessonInfo]:
