@@ -49,8 +49,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from matplotlib.figure import Figure
+
 from tinytf import data, plots
-from tinytf.diagnostics import bos_mass, null_mass, sink_rate
+from tinytf.diagnostics import active_dormant_head, bos_mass, null_mass, sink_rate, streaming_report
 from tinytf.apps.claims import LessonResult
 from tinytf.apps.lessons import main_for
 from tinytf.models import CausalLM, LMConfig, streaming_forward
@@ -147,20 +149,15 @@ def measure(model, registers: int, batch: dict) -> dict:
     b = with_registers(batch, registers)
     maps = sequence_maps(model, b["tokens"], registers)
     dormant, trig = dormant_rows(batch), batch["trigger"]
-    per_head = {n: (np.asarray(d), np.asarray(bos_mass(maps[n], trig, per_head=True)))  # (N,), (N,)
-                for n, d in bos_mass(maps, dormant, per_head=True).items()}
-    gap = {n: d - t for n, (d, t) in per_head.items()}  # dormant minus trigger BOS mass, (N,) per layer
-    layer = max(gap, key=lambda n: gap[n].max())  # the most active/dormant head lives here
-    head = int(gap[layer].argmax())
+    ad = active_dormant_head(maps, dormant, trig)  # Guo et al.'s active/dormant head
     logits = model(b["tokens"])  # (B, r + T, V)
     bayes = -float(batch["true_logprob"].sum() / batch["loss_mask"].sum())
     return {"BOS dormant": float(bos_mass(maps, dormant)), "BOS trigger": float(bos_mass(maps, trig)),
-            "AD BOS dormant": float(per_head[layer][0][head]),
-            "AD BOS trigger": float(per_head[layer][1][head]),
+            "AD BOS dormant": ad["dormant"], "AD BOS trigger": ad["active"],
             "sink rate %": float(sink_rate(maps)), "null dormant": float(null_mass(maps, dormant)),
             "excess loss": float(cross_entropy(logits, b["targets"], b["loss_mask"])) - bayes,
             "trigger acc": float(accuracy(logits, b["targets"], b["trigger"] & b["loss_mask"])),
-            "AD layer": layer}
+            "AD layer": ad["layer"]}
 
 
 def sink_recorder(registers: int, probe: dict):
@@ -186,32 +183,26 @@ def train(spec: dict, seed: int, steps: int, probe: dict):
 
 # %% [markdown]
 # ## StreamingLLM: a window cache, with and without the sink
-# `streaming_forward` scores streams 4x (quick) or 8x (full) the training length token by
-# token through a KV cache: *dense* keeps everything, *window* keeps the last W = 16 tokens,
-# *window + BOS* keeps BOS and the last 15 (register models keep their registers in every
-# policy). Cached tokens get positions inside the cache, as in StreamingLLM. We score the
-# tokens beyond the training length and the entropy of dormant rows in the AD head's layer.
-# Quick mode streams the baseline only (its claims are the baseline's); full mode streams every model.
+# `streaming_report` (`tinytf.diagnostics`) scores streams 4x (quick) or 8x (full) the
+# training length token by token through a KV cache: *dense* keeps everything, *window*
+# keeps the last W = 16 tokens, *window + BOS* keeps BOS and the last 15 (register models
+# keep their registers in every policy). Cached tokens get positions inside the cache, as in
+# StreamingLLM. It returns the NLL of the tokens beyond the training length and the entropy
+# of the dormant rows in the AD head's layer. Quick mode streams the baseline only (its
+# claims are the baseline's); full mode streams every model.
 
 # %%
 def stream(model, registers: int, batch: dict, ad_layer: str) -> tuple[dict, dict]:
     """Metrics of three cache policies, and {policy: (L-1,) mean NLL per position}."""
-    tokens, toks = batch["tokens"], with_registers(batch, registers)["tokens"]  # (B, L), (B, r + L)
-    rows = ~batch["trigger"][:, None, SEQ_LEN:]  # (B, 1, L-T) dormant queries beyond the training length
     policies = {"dense": dict(window=None, sink_tokens=0), "window": dict(window=WINDOW, sink_tokens=registers),
                 "window+BOS": dict(window=WINDOW - 1, sink_tokens=registers + 1)}
-    out, by_position = {}, {}
-    for name, policy in policies.items():
-        logits, weights, slots = streaming_forward(model, toks, return_attention=True, **policy)
-        logp = jax.nn.log_softmax(logits[:, registers:-1].astype(jnp.float32), axis=-1)  # (B, L-1, V)
-        nll = -jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]  # (B, L-1)
-        by_position[name] = np.asarray(nll.mean(0))
-        out[f"NLL {name}"] = float(nll[:, SEQ_LEN - 1:].mean())  # predictions of tokens SEQ_LEN..L-1
-        w = weights[ad_layer][:, :, registers + SEQ_LEN:]  # (B, N, L-T, C) over the cache slots
-        entropy = -jnp.sum(w * jnp.log(jnp.where(w > 0, w, 1.0)), axis=-1)  # (B, N, L-T)
-        out[f"H {name}"] = float(jnp.sum(entropy * rows) / (rows.sum() * w.shape[1]))
+    report = streaming_report(model, with_registers(batch, registers)["tokens"], policies, score_from=SEQ_LEN,
+                              prefix=registers, layer=ad_layer, query_mask=~batch["trigger"])
+    out = {}
+    for name, r in report.items():
+        out[f"NLL {name}"], out[f"H {name}"] = r["nll"], r["entropy"]
     out["eviction cost"] = out["NLL window"] - out["NLL window+BOS"]
-    return out, by_position
+    return out, {name: r["nll_by_position"] for name, r in report.items()}
 
 
 def run_conditions(conditions: dict, seeds, steps: int, stream_len: int, streamed=None) -> dict:
@@ -354,68 +345,54 @@ def maps_figure(model, registers: int, sequence, title: str, path: Path) -> None
     plots.attention_grid(capture_attention(model, toks), labels, title=title, save=path)
 
 
-def bars(ax, runs, names, keys_labels, ylabel: str, title: str) -> None:
-    x, width = np.arange(len(names)), 0.8 / len(keys_labels)
-    for i, (key, label) in enumerate(keys_labels):
-        values = [per_seed(runs, n, key) for n in names]
-        mean = np.array([v.mean() for v in values])
-        spread = np.array([[mean[j] - v.min(), v.max() - mean[j]] for j, v in enumerate(values)]).T  # min-max
-        ax.bar(x + (i - (len(keys_labels) - 1) / 2) * width, mean, width, label=label,
-               yerr=spread if len(values[0]) > 1 else None, capsize=2)
-    ax.set(ylabel=ylabel, title=title)
-    ax.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    if len(keys_labels) > 1:
-        ax.legend(fontsize=8)
+def panels(runs, names, specs, suptitle: str, path: Path) -> None:
+    """One row of bar panels; specs = [(ylabel, title, {metric: legend label})]."""
+    fig = Figure(figsize=(4.6 * len(specs), 4.6), dpi=100, layout="constrained")
+    for ax, (ylabel, title, keys) in zip(fig.subplots(1, len(specs), squeeze=False)[0], specs):
+        plots.grouped_bars({n: {label: per_seed(runs, n, k) for k, label in keys.items()} for n in names},
+                           ylabel=ylabel, title=title, ax=ax)
+    fig.suptitle(suptitle)
+    fig.savefig(path)
 
 
 def conditions_figure(runs, path: Path) -> None:
-    from matplotlib.figure import Figure
-
-    names = [n for n in runs if n != "softmax at init"]
-    fig = Figure(figsize=(13, 4.4), dpi=100, layout="constrained")
-    ax1, ax2, ax3 = fig.subplots(1, 3, width_ratios=[2.2, 1, 1])
-    bars(ax1, runs, names, [("BOS dormant", "on BOS, dormant queries"), ("BOS trigger", "on BOS, trigger "
-         "queries"), ("AD BOS dormant", "on BOS, dormant queries, AD head only"),
-         ("null dormant", "off-sequence (null key / registers), dormant")],
-         "attention mass (mean over layers, heads)", "Where the attention goes")
-    bars(ax2, runs, names, [("sink rate %", "")], "Gu sink rate Sink_1^0.3 (%)", "Heads that are sinks")
-    bars(ax3, runs, names, [("excess loss", "")], "loss - Bayes-optimal loss (nats)", "Cost on the task")
-    fig.suptitle(f"Attention sinks per condition (mean of {len(runs[BASE])} seed(s), bars: min-max)")
-    fig.savefig(path)
+    panels(runs, [n for n in runs if n != "softmax at init"], [
+        ("attention mass (mean over layers, heads)", "Where the attention goes",
+         {"BOS dormant": "on BOS, dormant queries", "BOS trigger": "on BOS, trigger queries",
+          "AD BOS dormant": "on BOS, dormant, AD head", "null dormant": "off-sequence (null key / registers)"}),
+        ("Gu sink rate Sink_1^0.3 (%)", "Heads that are sinks", {"sink rate %": "sink rate"}),
+        ("loss - Bayes-optimal loss (nats)", "Cost on the task", {"excess loss": "excess loss"})],
+        "Attention sinks per condition", path)
 
 
 def curves_figure(runs, path: Path) -> None:
     names = [n for n in runs if n != "softmax at init"]
     steps = runs[BASE][0]["history"].steps("sink rate %")
-    series = {key: (steps, np.stack([np.mean([r["history"][key] for r in runs[n]], axis=0) for n in names], 1))
-              for key in ("sink rate %", "BOS dormant")}  # {metric: (steps (K,), (K, conditions))}
-    fig = plots.metric_curves(series, title="The sink forms during training (probe batch, mean over seeds)")
-    for ax, ylabel in zip(fig.axes, ("Gu sink rate Sink_1^0.3 (%)", "BOS mass, dormant queries")):
-        for line, name in zip(ax.get_lines(), names):
-            line.set_label(name)
-        ax.legend(fontsize=7)
-        ax.set_ylabel(ylabel)
+    fig = Figure(figsize=(11, 4.4), dpi=100, layout="constrained")
+    for ax, (key, ylabel) in zip(fig.subplots(1, 2), (("sink rate %", "Gu sink rate Sink_1^0.3 (%)"),
+                                                      ("BOS dormant", "BOS mass, dormant queries"))):
+        plots.condition_curves(steps, {n: np.stack([r["history"][key] for r in runs[n]]) for n in names},
+                               xlabel="training step", ylabel=ylabel, title=ylabel, ax=ax)
+    fig.suptitle("The sink forms during training (probe batch)")
     fig.savefig(path)
 
 
 def streaming_figure(runs, path: Path) -> None:
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(14, 4.4), dpi=100, layout="constrained")
-    ax1, ax2, ax3 = fig.subplots(1, 3, width_ratios=[1.6, 1, 1])
-    for name, nll in runs[BASE][0]["nll_by_position"].items():
-        n = len(nll) // 16 * 16
-        ax1.plot(np.arange(n).reshape(-1, 16).mean(1) + 1, nll[:n].reshape(-1, 16).mean(1), marker="o", label=name)
-    ax1.axvline(SEQ_LEN, color="grey", ls=":", label="training length")
-    ax1.set(xlabel="position in the stream", ylabel="NLL (nats, mean over 16-token bins)",
-            title=f"Baseline along the stream (cache of {WINDOW})")
-    ax1.legend(fontsize=8)
-    ax1.grid(alpha=0.3)
     names = [n for n in runs if n != "softmax at init" and "eviction cost" in runs[n][0]]
-    bars(ax2, runs, names, [("eviction cost", "")], "NLL(window) - NLL(window + BOS)", "What evicting BOS costs")
-    bars(ax3, runs, names, [("H window+BOS", "BOS kept"), ("H window", "BOS evicted")],
-         "dormant-row entropy, AD layer (nats)", "Evicting BOS spreads the dormant rows")
+    fig = Figure(figsize=(14, 4.8), dpi=100, layout="constrained")
+    ax1, ax2, ax3 = fig.subplots(1, 3, width_ratios=[1.6, 1, 1])
+    by_position = {p: np.stack([r["nll_by_position"][p] for r in runs[BASE]]) for p in runs[BASE][0]["nll_by_position"]}
+    n = next(iter(by_position.values())).shape[1] // 16 * 16
+    plots.condition_curves(np.arange(n).reshape(-1, 16).mean(1) + 1,  # 16-token bins
+                           {p: v[:, :n].reshape(len(v), -1, 16).mean(2) for p, v in by_position.items()},
+                           xlabel="position in the stream", ylabel="NLL (nats, mean over 16-token bins)",
+                           title=f"Baseline along the stream (cache of {WINDOW})", ax=ax1, vline=SEQ_LEN,
+                           vline_label="training length")
+    plots.grouped_bars({n: {"cost": per_seed(runs, n, "eviction cost")} for n in names},
+                       ylabel="NLL(window) - NLL(window + BOS)", title="What evicting BOS costs", ax=ax2)
+    plots.grouped_bars({n: {"BOS kept": per_seed(runs, n, "H window+BOS"), "BOS evicted": per_seed(runs, n, "H window")}
+                        for n in names}, ylabel="dormant-row entropy, AD layer (nats)", title="Evicting BOS spreads "
+                       "the dormant rows", ax=ax3)
     fig.suptitle("StreamingLLM on Bigram-Backcopy: a window cache with and without the first token"
                  + (" (quick mode streams the baseline only)" if len(names) == 1 else ""))
     fig.savefig(path)
