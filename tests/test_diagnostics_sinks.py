@@ -97,3 +97,38 @@ def test_streaming_report_rejects_bad_arguments(model):
                             query_mask=np.ones((B, 5), bool))
     with pytest.raises(ValueError, match="layer 'blocks.7.attn' not in"):
         dg.streaming_report(model, tokens, {"dense": {}}, score_from=3, layer="blocks.7.attn")
+
+
+# --------------------------------------------------------------------------- massive activations, value norms
+
+
+def test_lm_states_reproduce_the_forward_pass_and_the_value_projection(model):
+    tokens = jax.random.randint(jax.random.key(5), (B, T), 0, 13)
+    states = dg.lm_states(model, tokens)
+    assert len(states["hidden"]) == 3 and list(states["values"]) == ["blocks.0.attn", "blocks.1.attn"]
+    np.testing.assert_allclose(model._logits(states["hidden"][-1]), model(tokens), rtol=1e-5, atol=1e-5)
+    block = model.blocks[1]  # pre-norm: values = value_proj(LayerNorm(h_1)), split into heads
+    x = np.asarray(block.norms[0](states["hidden"][1]))
+    w, b = np.asarray(block.attn.value_proj.kernel[...]), np.asarray(block.attn.value_proj.bias[...])
+    v = (x @ w + b).reshape(B, T, 3, -1).transpose(0, 2, 1, 3)  # (B, K, T, H)
+    np.testing.assert_allclose(states["values"]["blocks.1.attn"], v, rtol=1e-4, atol=1e-5)
+
+
+def test_massive_activations_and_value_norms_against_numpy():
+    rng = np.random.default_rng(6)
+    h = rng.normal(size=(B, T, 8))
+    h[:, 2, 3] = 50.0  # a massive coordinate on the sink at position 2 (positions 0, 1: registers)
+    got = dg.massive_activations([h, h * 2], sink_index=2, exclude=2)
+    norms = np.linalg.norm(h, axis=-1)
+    np.testing.assert_allclose(got["norm_ratio"], [norms[:, 2].mean() / np.median(norms[:, 3:])] * 2)
+    np.testing.assert_allclose(got["max_ratio"], [50.0 / np.median(np.abs(h[:, 3:]))] * 2)
+    v = rng.normal(size=(B, 2, T, 4))
+    v[:, 1, 0] *= 0.01  # head 1's sink value is tiny
+    ratio = dg.value_norm_ratio({"l": v})["l"]
+    vn = np.linalg.norm(v, axis=-1)
+    np.testing.assert_allclose(ratio, [vn[:, k, 0].mean() / np.median(vn[:, k, 1:]) for k in range(2)])
+    assert ratio[1] < 0.05 < ratio[0]
+    with pytest.raises(ValueError, match="sink_index=6"):
+        dg.massive_activations([h], sink_index=6)
+    with pytest.raises(ValueError, match="non-empty dict"):
+        dg.value_norm_ratio([v])
