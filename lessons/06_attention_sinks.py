@@ -269,20 +269,25 @@ def claim_sink(result: LessonResult, runs) -> None:
 # %%
 def claim_fixes(result: LessonResult, runs) -> None:
     base = per_seed(runs, BASE, "BOS dormant")
-    if "sink logit" in runs:
-        result.claim("sink_logit_fixes", "sink logit: dormant BOS mass <= 0.6x baseline (worst seed)",
-                     (per_seed(runs, "sink logit", "BOS dormant") / base).max(), "<=", 0.6)
-        result.claim("sink_logit_no_sink_heads", "sink logit: sink rate <= 10% (worst seed)",
-                     per_seed(runs, "sink logit", "sink rate %").max(), "<=", 10.0)
-        result.claim("sink_logit_null", "sink logit: >= 0.3 of the dormant rows' mass goes to the null key "
-                     "(worst seed)", per_seed(runs, "sink logit", "null dormant").min(), ">=", 0.3)
+    rise = lambda name, key: per_seed(runs, name, key) - per_seed(runs, f"{name} at init", key)  # noqa: E731
+    base_rise = per_seed(runs, BASE, "BOS dormant") - per_seed(runs, "softmax at init", "BOS dormant")
+    if "sink logit" in runs:  # its null key starts with most of each row (logit log T): compare with the baseline
+        result.claim("sink_logit_fixes", "sink logit: dormant BOS mass <= 0.6x the baseline trained on the same "
+                     "batches (worst seed)", (per_seed(runs, "sink logit", "BOS dormant") / base).max(), "<=", 0.6)
+        result.claim("sink_logit_no_sink_heads", "sink logit: Gu sink rate <= 0.5x the baseline's (worst seed)",
+                     (per_seed(runs, "sink logit", "sink rate %") / per_seed(runs, BASE, "sink rate %")).max(),
+                     "<=", 0.5)
+        result.claim("sink_logit_null", "sink logit: training keeps >= 0.8 of the null key's dormant share at "
+                     "init (trained / untrained, worst seed)", (per_seed(runs, "sink logit", "null dormant") /
+                     per_seed(runs, "sink logit at init", "null dormant")).min(), ">=", 0.8)
     if "sigmoid" in runs:  # only "lower": Gu et al.'s "no sink at all" does not hold at every seed here
         result.claim("sigmoid_lowers_bos", "sigmoid: dormant BOS mass below the baseline's (worst seed)",
                      (per_seed(runs, "sigmoid", "BOS dormant") / base).max(), "<", 1.0)
-    if "4 registers" in runs:
-        reg, bos = (per_seed(runs, "4 registers", k) for k in ("null dormant", "BOS dormant"))
-        result.claim("sink_moves_to_registers", "registers: dormant rows put >= 2x more mass on the registers "
-                     "than on BOS (worst seed)", (reg / bos).min(), ">=", 2.0)
+    if "4 registers" in runs:  # uniform attention already gives the 4 registers ~4x BOS's share: compare rises
+        result.claim("sink_moves_to_registers", "registers: training raises the dormant BOS mass by <= 0.5x the "
+                     "baseline's rise (worst seed)", (rise("4 registers", "BOS dormant") / base_rise).max(), "<=", 0.5)
+        result.claim("registers_gain_mass", "registers: training raises the dormant mass on the registers above "
+                     "its uniform value at init (worst seed)", rise("4 registers", "null dormant").min(), ">", 0.0)
     fixes = [n for n in runs if n in CONDITIONS and n != BASE]
     cost = max(abs(per_seed(runs, n, "excess loss") - per_seed(runs, BASE, "excess loss")).max() for n in fixes)
     result.claim("fixes_cost_nothing", "every fix: task loss within 0.02 nats of the baseline (worst seed)",
