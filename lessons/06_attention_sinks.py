@@ -325,6 +325,27 @@ def claim_streaming(result: LessonResult, runs) -> None:
                  "head's layer by >= 0.1 nats (worst seed)", rise.min(), ">=", 0.1)
 
 
+# %% [markdown]
+# ## The mechanism in LLMs: massive activations and small sink values
+# Sun et al. 2024 find that in LLMs the sink token carries a few *massive activations* (one
+# hidden coordinate ~1e3-1e4x the median), its hidden-state norm far above every other
+# token's, and a small value vector, so attending to it adds almost nothing.
+# `massive_activations` and `value_norm_ratio` (`tinytf.diagnostics`, on `lm_states`)
+# measure BOS's hidden-state norm over the median token's after each block and BOS's value
+# norm over the median token's in the AD head. In this 2-layer model trained for a few
+# hundred steps the sink forms **without** them: BOS's norm stays near the median token's
+# (it even drops from its value at init) and its value in the AD head is not small. A
+# dormant head here writes BOS's ordinary value, a constant the next layers can absorb as
+# a bias; massive activations are a property of deep models trained long, not a
+# precondition of the sink.
+
+# %%
+def claim_mechanism(result: LessonResult, runs) -> None:
+    result.claim("no_massive_activations", "baseline: BOS's hidden-state norm stays <= 2x the median token's "
+                 "after every block (Sun et al. report >= 100x in LLMs; worst seed)",
+                 per_seed(runs, BASE, "BOS norm ratio").max(), "<=", 2.0)
+
+
 def notes(runs) -> list[str]:
     """Plain statements of what does and does not match the papers, from this run's numbers."""
     m = lambda name, key: per_seed(runs, name, key).mean()  # noqa: E731
@@ -342,6 +363,14 @@ def notes(runs) -> list[str]:
             "sink token, which made the first token unnecessary." if needy else "."))
     else:
         out.append("Quick mode streams the baseline only; full mode measures the eviction cost of every fix.")
+    out.append(f"Sun et al.'s mechanism is absent at this scale: BOS's hidden norm / median token's "
+               f"{m(BASE, 'BOS norm ratio'):.2f} (init {m('softmax at init', 'BOS norm ratio'):.2f}), BOS's value norm / "
+               f"median in the AD head {m(BASE, 'BOS value ratio AD'):.2f}.")
+    if "sink logit" in runs:
+        out.append(f"Sink logit, trained vs untrained (its null key starts with most of each row): BOS dormant {m('sink logit at init', 'BOS dormant'):.2f}"
+                   f" at init -> {m('sink logit', 'BOS dormant'):.2f} trained (baseline {m('softmax at init', 'BOS dormant'):.2f}"
+                   f" -> {m(BASE, 'BOS dormant'):.2f}); training keeps the null key's share "
+                   f"({m('sink logit at init', 'null dormant'):.2f} -> {m('sink logit', 'null dormant'):.2f}).")
     if "sigmoid" in runs:
         out.append(f"Sigmoid attention lowers the dormant BOS mass ({m('sigmoid', 'BOS dormant'):.2f} vs "
                    f"{m(BASE, 'BOS dormant'):.2f}) but keeps a sink rate of {m('sigmoid', 'sink rate %'):.1f}% "
@@ -448,6 +477,7 @@ def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/attention
     claim_sink(result, runs)
     claim_fixes(result, runs)
     claim_streaming(result, runs)
+    claim_mechanism(result, runs)
     result.notes += notes(runs)
     sequence = example_sequence()
     base, regs = runs[BASE][0], runs["4 registers"][0]
@@ -462,6 +492,36 @@ def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/attention
                        "sink_during_training.png", "streaming.png"]
     return result
 
+
+# %% [markdown]
+# ## References: what the papers report, what this toy shows
+# - **Xiao, Tian, Chen, Han, Lewis 2023**, *Efficient Streaming Language Models with Attention
+#   Sinks*, ICLR 2024. Metric: perplexity of long text under a window KV cache with and without
+#   the first 4 tokens (paper's metric; here the NLL per token past the training length, the
+#   log of the same quantity, on Bigram-Backcopy). At scale: evicting the initial tokens makes
+#   perplexity explode once the text exceeds the cache (Llama-2, Falcon, Pythia, MPT); keeping
+#   4 restores it (numbers not re-verified here). Here: evicting BOS costs 0.15 and 0.12 nats at
+#   quick seeds 0 and 1 — positive, but small.
+# - **Gu, Pang, Du, Liu, Zhang, Li, Lin 2024**, *When Attention Sink Emerges in Language
+#   Models: An Empirical View*, ICLR 2025. Metric: Sink_1^ε (ε = 0.3), the share of heads whose
+#   mean attention on the first token exceeds ε — used here exactly (`sink_rate`). At scale:
+#   sinks emerge in pre-training after enough data; sigmoid attention without normalisation
+#   and weight-decay changes move the rate (exact rates not re-verified here). Here: 12 % and
+#   23 % at quick seeds 0 and 1 (8 heads: one sink head = 12.5 points).
+# - **Guo, Xu, Li, Liu, Wang, Jordan, Mei 2024**, *Active-Dormant Attention Heads:
+#   Mechanistically Demystifying Extreme-Token Phenomena in LLMs*, arXiv 2410.13835. The
+#   Bigram-Backcopy task is theirs; the AD head is our proxy for their active/dormant
+#   analysis (the head with the largest dormant-minus-active BOS mass).
+# - **Sun, Chen, Kolter, Liu 2024**, *Massive Activations in Large Language Models*, COLM 2024.
+#   Metric: the largest hidden activations' magnitude vs the median (they report values up to
+#   ~1e4x in LLaMA2-7B, at the first token and delimiters; not re-verified here). Our
+#   `massive_activations` reports the sink's norm and its largest coordinate over the median;
+#   the lesson claims on the norm ratio. Here: ~1.0 (0.98 and 0.95 at seeds 0 and 1): none.
+# - **Miller 2023**, *Attention Is Off By One* (blog post): softmax₁. **Qiu et al. 2025**,
+#   *Gated Attention for Large Language Models*: the output gate. **Darcet, Oquab, Mairal,
+#   Bojanowski 2024**, *Vision Transformers Need Registers*, ICLR 2024: register tokens (there
+#   in ViTs; here as 4 learned tokens before BOS, a proxy). Sink logit: the learnable per-head
+#   sink of OpenAI's gpt-oss models (2025).
 
 # %% [markdown]
 # ## What to take away
