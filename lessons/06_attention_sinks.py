@@ -270,7 +270,6 @@ def claim_sink(result: LessonResult, runs) -> None:
 def claim_fixes(result: LessonResult, runs) -> None:
     base = per_seed(runs, BASE, "BOS dormant")
     rise = lambda name, key: per_seed(runs, name, key) - per_seed(runs, f"{name} at init", key)  # noqa: E731
-    base_rise = per_seed(runs, BASE, "BOS dormant") - per_seed(runs, "softmax at init", "BOS dormant")
     if "sink logit" in runs:  # its null key starts with most of each row (logit log T): compare with the baseline
         result.claim("sink_logit_fixes", "sink logit: dormant BOS mass <= 0.6x the baseline trained on the same "
                      "batches (worst seed)", (per_seed(runs, "sink logit", "BOS dormant") / base).max(), "<=", 0.6)
@@ -283,9 +282,10 @@ def claim_fixes(result: LessonResult, runs) -> None:
     if "sigmoid" in runs:  # only "lower": Gu et al.'s "no sink at all" does not hold at every seed here
         result.claim("sigmoid_lowers_bos", "sigmoid: dormant BOS mass below the baseline's (worst seed)",
                      (per_seed(runs, "sigmoid", "BOS dormant") / base).max(), "<", 1.0)
-    if "4 registers" in runs:  # uniform attention already gives the 4 registers ~4x BOS's share: compare rises
-        result.claim("sink_moves_to_registers", "registers: training raises the dormant BOS mass by <= 0.5x the "
-                     "baseline's rise (worst seed)", (rise("4 registers", "BOS dormant") / base_rise).max(), "<=", 0.5)
+    if "4 registers" in runs:  # uniform attention already gives the 4 registers ~4x BOS's share: no ratio claim
+        result.claim("sink_moves_to_registers", "registers: Gu sink rate on BOS <= 0.5x the baseline's, trained on "
+                     "the same batches (worst seed)", (per_seed(runs, "4 registers", "sink rate %") /
+                     per_seed(runs, BASE, "sink rate %")).max(), "<=", 0.5)
         result.claim("registers_gain_mass", "registers: training raises the dormant mass on the registers above "
                      "its uniform value at init (worst seed)", rise("4 registers", "null dormant").min(), ">", 0.0)
     fixes = [n for n in runs if n in CONDITIONS and n != BASE]
