@@ -15,6 +15,8 @@ Read in this order:
   heads.py       — head importance, masking and pruning curves     [heads]
   attribution.py — attention rollout, grad x input, deletion / AOPC,
                    Kendall tau, precision@k                        [vit-attention]
+  sinks.py       — the active/dormant head, massive activations, value norms [attention-sinks]
+  streaming.py   — NLL and row entropy under KV-cache policies (StreamingLLM) [attention-sinks]
 """
 
 from tinytf.diagnostics.attribution import (
@@ -58,16 +60,18 @@ from tinytf.diagnostics.queries import (
 )
 from tinytf.diagnostics.representations import rank_residual, singular_values
 from tinytf.diagnostics.similarity import cross_layer_similarity, js_divergence
+from tinytf.diagnostics.sinks import active_dormant_head, lm_states, massive_activations, value_norm_ratio
+from tinytf.diagnostics.streaming import streaming_report
 
 
 
 __all__ = [
-    "aopc", "attention_entropy", "attention_rollout", "attribution_report", "bos_mass",
+    "active_dormant_head", "aopc", "attention_entropy", "attention_rollout", "attribution_report", "bos_mass",
     "cross_layer_similarity", "deletion_curve", "detr_query_report",
     "entropy_stats", "grad_times_input", "head_gates", "head_importance", "head_mask",
-    "importance_order", "js_divergence", "kendall_tau", "max_attention_logit", "max_logit",
+    "importance_order", "js_divergence", "kendall_tau", "lm_states", "massive_activations", "max_attention_logit", "max_logit",
     "needle_mass", "null_mass", "pairwise_cosine", "pairwise_js", "positional_encoding_similarity",
     "precision_at_k", "prune_heads", "pruning_curve", "query_embedding_diversity",
     "query_map_similarity", "rank_residual", "set_head_mask", "sine_2d_frequencies",
-    "sine_pe_aliasing", "singular_values", "sink_rate", "sink_scores",
+    "sine_pe_aliasing", "singular_values", "sink_rate", "sink_scores", "streaming_report", "value_norm_ratio",
 ]
