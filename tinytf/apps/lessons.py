@@ -370,6 +370,9 @@ for _info in [
                "raw attention vs rollout vs gradients, by deletion curves", 45),
     LessonInfo("spurious-attention", "10_spurious_attention.py", "Attending to a watermark",
                "a spurious watermark gets the attention; decorrelation fixes it", 30),
+    LessonInfo("length-generalization", "11_length_generalization.py", "Train short, test long",
+               "NoPE/sinusoidal/RoPE degrade beyond the training length, ALiBi does not; position interpolation "
+               "fixes RoPE", 60, variant=True),
 ]:
     register(_info)
 
