@@ -315,6 +315,33 @@ def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/attention
 # curve and the matching-key mass compare? (2) Give the head two heads of width 16: do they
 # split the work? (3) Replace softmax by `normalizer="sigmoid"` and redo the d sweep.
 
+# %% [markdown]
+# ## References: what the papers report, what this toy shows
+#
+# - **Vaswani et al. (2017). Attention Is All You Need. NeurIPS.** Defines scaled dot-product attention,
+#   softmax(QK^T / sqrt(d_k)) V. Their argument for the scale: with unit-variance, independent entries,
+#   q.k has variance d_k, so for wide heads the logits are large and the softmax sits where its
+#   gradients are tiny. They give this as reasoning, not a measured curve. Here we measure exactly that
+#   quantity on random vectors (quick mode, seed 0): without the scale, at d = 4096 a row's entropy is
+#   0.07 nats (uniform is log 32 = 3.47) and the softmax Jacobian norm is about 0.18x the scaled one;
+#   with the scale both stay flat across d = 2 ... 4096.
+# - **Vaswani et al. (2017), same paper: order.** With no recurrence or convolution the model needs
+#   positional encodings to use token order. Here: with no positions a `Block` is permutation
+#   equivariant to float32 rounding (max error ~1e-6), and shuffling the pairs leaves the recall answer
+#   unchanged.
+# - **Ba, Hinton, Mnih, Leibo & Ionescu (2016). Using Fast Weights to Attend to the Recent Past.
+#   NeurIPS.** Introduces the associative-retrieval toy (a string of key-value pairs, then a key; answer
+#   its value) and reports that fast-weight RNNs solve it better than LSTM-style baselines of the same
+#   size (their error rates are not verified here). Our recall task is this probe, with one token
+#   per pair.
+# - **Arora et al. (2023). Zoology: Measuring and Improving Recall in Efficient Language Models.
+#   arXiv 2312.04927 (ICLR 2024).** Over 17 language models pretrained on the Pile, attention-free
+#   gated-convolution models trail attention by up to 2.1 perplexity, and most of that gap (82%) sits on
+#   associative-recall tokens; a 70M attention model beats a 1.4B gated-convolution model on recall.
+#   Their metric is accuracy on multi-query recall (MQAR); ours is single-query accuracy plus the
+#   attention mass on the matching key, a direct look at the lookup. Here (quick mode, seed 0) one head
+#   reaches accuracy 1.0 (chance 1/16) and puts ~0.97 of the query's attention on the matching pair.
+
 # %% tags=["parameters"]
 # Run settings (papermill's "parameters" cell). As a script, the command line overrides them:
 # python lessons/01_attention_basics.py --quick --seed 1

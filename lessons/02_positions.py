@@ -268,6 +268,35 @@ def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/positions
 # 1/16 and 1/256): what happens? (3) Ask for the token 3 positions back: which schemes still
 # work with one layer, and why not ALiBi? (4) Copy a sequence (`tinytf.data.copy_task`).
 
+# %% [markdown]
+# ## References: what the papers report, what this toy shows
+#
+# - **Vaswani et al. (2017). Attention Is All You Need. NeurIPS.** Adds fixed sinusoids of geometric
+#   wavelengths to the token embeddings because attention alone ignores order; they found learned
+#   position embeddings gave nearly the same results and kept sinusoids in the hope of extrapolating to
+#   longer inputs. Learned absolute positions are the GPT-2 / BERT choice (Radford et al. 2019;
+#   Devlin et al. 2019). Here (quick mode, seed 0) both solve "name the previous token" (accuracy 1.0),
+#   but with every position shifted by 16 (positions never trained) they fall to ~0.18 (learned) and
+#   ~0.13 (sinusoidal), below the no-position model.
+# - **Su et al. (2021). RoFormer: Enhanced Transformer with Rotary Position Embedding. arXiv 2104.09864
+#   (Neurocomputing 2024).** Rotates queries and keys by position-proportional angles so the logit
+#   depends only on the offset, and reports gains on translation, GLUE and long Chinese documents (the
+#   exact scores are not verified here). We check the paper's defining identity directly: shifting all
+#   positions by up to 256 moves the logits by ~2e-6 (relative), and the trained RoPE model keeps
+#   accuracy 1.0 after the shift.
+# - **Press, Smith & Lewis (2022). Train Short, Test Long: Attention with Linear Biases Enables Input
+#   Length Extrapolation. ICLR.** ALiBi adds a fixed per-head penalty -m_h |i - j| to the logits and no
+#   position embedding. Their metric is perplexity on inputs longer than in training: a 1.3B model
+#   trained on 1024 tokens matches, at 2048, a sinusoidal model trained on 2048, while training 11%
+#   faster with 11% less memory. We do not test longer inputs; we test the shift (a proxy for "unseen
+#   positions"): ALiBi's accuracy (~0.98) is unchanged after it.
+# - **Haviv, Ram, Press, Izsak & Levy (2022). Transformer Language Models without Positional Encodings
+#   Still Learn Positional Information. Findings of EMNLP.** Causal LMs with no positional encoding
+#   reach perplexity close to models with one, and probes recover absolute position from their
+#   activations; they conjecture the causal mask lets a token count its predecessors. Our lesson uses
+#   one layer, where this cannot happen: the no-position model sits at the bag-of-tokens ceiling
+#   (0.22, quick mode, seed 0); the exercise with two layers is where the paper's effect can appear.
+
 # %% tags=["parameters"]
 # Run settings (papermill's "parameters" cell). As a script, the command line overrides them:
 # python lessons/02_positions.py --quick --seed 1

@@ -295,6 +295,31 @@ def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/dilution"
 # much does softmax still fade? (3) Try temperature 0.5 at test time. (4) Run your own
 # attention: `tinytf lesson dilution --variant my_module:my_attention`.
 
+# %% [markdown]
+# ## References: what the papers report, what this toy shows
+#
+# - **Nakanishi (2025). Scalable-Softmax Is Superior for Attention. arXiv 2501.19399.** The largest
+#   softmax output goes to zero as the number of inputs grows, so attention flattens with context
+#   ("attention fading"). SSMax multiplies the logits by s log n with a learned s per head and layer.
+#   In a ~162M-parameter language model it lowers pre-training loss faster, improves long-context loss
+#   and needle-in-a-haystack retrieval, keeps attention on the key token, and still helps when swapped
+#   in during or after pre-training (the exact lengths and scores are not verified here). Their evidence
+#   is loss, retrieval and attention plots; our needle mass (the query's weight on the needle) is the
+#   attention-score analysis reduced to one number on a one-head retrieval toy with no positions.
+# - **Same paper, what the toy shows.** Trained on n <= 32 items and tested on up to 64x more (quick
+#   mode, seed 0, the same haystacks for every model): softmax's needle mass falls from ~0.97 at the
+#   training length to ~0.52 at 64x and accuracy to ~0.63, while the SSMax model keeps ~1.0 on both.
+# - **Chiang & Cholak (2022). Overcoming a Theoretical Limitation of Self-Attention. ACL.** Starting
+#   from Hahn's result that one input symbol moves a transformer's output by O(1/n), they build exact
+#   transformers for PARITY and FIRST, use layer normalisation to keep their confidence from decaying
+#   with length, and remedy poor length generalisation on FIRST by multiplying the attention logits by
+#   log n, which also improved length generalisation in machine translation. We apply the same idea at
+#   test time only, as log n / log n_train on the trained softmax weights (Su's "entropy-invariant"
+#   scaling, a blog post): at 64x it restores needle mass ~0.99 and accuracy 1.0 without retraining.
+# - **Test-time top-k and sliding-window attention (no single source).** Keeping the 4 largest logits
+#   bounds the competitors and recovers accuracy at 64x; a window of 32 keys keeps attention sharp but
+#   cannot see a far needle: accuracy ~0.13 at 16x (quick mode, seed 0).
+
 # %% tags=["parameters"]
 # Run settings (papermill's "parameters" cell). As a script, the command line overrides them:
 # python lessons/07_dilution.py --quick --seed 1
