@@ -13,7 +13,9 @@ Reading order:
               `attention_on_image` (ViT patches, DETR 8x8 grid), `detr_queries`
               (boxes and every query's map);
   curves.py — `metric_curves` (vs training step), `length_curves` (vs sequence
-              length), `pruning_curves`, `deletion_curves`, `rank_vs_depth`.
+              length), `pruning_curves`, `deletion_curves`, `rank_vs_depth`;
+  panels.py — `sweep_panels` (metrics vs a swept parameter), `query_rows`,
+              `annotated_heatmap`, `grouped_bars`.
 """
 
 import sys
@@ -31,6 +33,8 @@ from tinytf.plots.curves import (  # noqa: E402
     rank_vs_depth,
 )
 from tinytf.plots.maps import attention_grid, attention_on_image, detr_queries  # noqa: E402
+from tinytf.plots.panels import annotated_heatmap, grouped_bars, query_rows, sweep_panels  # noqa: E402
 
 __all__ = ["attention_grid", "attention_on_image", "detr_queries", "metric_curves", "length_curves",
-           "pruning_curves", "deletion_curves", "rank_vs_depth"]
+           "pruning_curves", "deletion_curves", "rank_vs_depth",
+           "sweep_panels", "query_rows", "annotated_heatmap", "grouped_bars"]
