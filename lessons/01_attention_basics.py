@@ -193,7 +193,7 @@ def figures(extra: dict, sat: dict, out_dir: Path) -> list[str]:
                      title="Where the query looks (one row per test sequence)", save=out_dir / "query_rows.png")
     labels = {"scaled": "q.k / sqrt(d)", "unscaled": "q.k (no scale)"}
     panels = {metric: {labels[c]: sat[c][metric] for c in labels} for metric in ("max weight", "entropy", "gradient norm")}
-    plots.sweep_panels(DIMS, panels, xlabel="head dimension d", log2_x=True,
+    plots.sweep_panels(DIMS, panels, xlabel="head dimension d", log_x=2,
                        ylabels={"max weight": "largest softmax weight", "entropy": "row entropy (nats)",
                                 "gradient norm": "||d softmax / d logits||_F"},
                        hlines={"entropy": (math.log(NUM_KEYS_RANDOM), "uniform (log 32)")},

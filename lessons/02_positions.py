@@ -51,18 +51,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from matplotlib import colormaps
-from matplotlib.figure import Figure
 
 from tinytf import data, plots
 from tinytf.apps.claims import LessonResult
 from tinytf.apps.lessons import main_for
 from tinytf.models import CausalLM, LMConfig
 from tinytf.capture import capture_attention
+from tinytf.diagnostics import position_shift_error
 from tinytf.positional import apply_rope, sinusoidal
 from tinytf.train import accuracy, cross_entropy, fit
-
-TAB10 = colormaps["tab10"].colors  # the colours of every tinytf figure
 
 # %% [markdown]
 # ## The smallest code
@@ -143,21 +140,10 @@ def evaluate(model: CausalLM, seed: int) -> dict[str, float]:
 # %%
 def rope_shift_errors(seed: int, shifts) -> dict[str, np.ndarray]:
     kq, kk = jax.random.split(jax.random.key(30_000 + seed))
-    q = jax.random.normal(kq, (4, 32, 2, 16))  # (B, T, N, H)
-    k = jax.random.normal(kk, (4, 32, 2, 16))
-    positions = jnp.arange(32)
-
-    def logits(fn, p):
-        return jnp.einsum("btnh,bsnh->bnts", fn(q, p), fn(k, p))  # (B, N, T, S)
-
-    rope = lambda x, p: apply_rope(x, p)  # noqa: E731
+    q, k = jax.random.normal(kq, (4, 32, 2, 16)), jax.random.normal(kk, (4, 32, 2, 16))  # (B, T, N, H)
     added = lambda x, p: x + sinusoidal(int(p.max()) + 1, 16)[p][None, :, None, :]  # noqa: E731
-    out = {}
-    for name, fn in (("RoPE", rope), ("sinusoids added to q, k", added)):
-        base = logits(fn, positions)
-        out[name] = np.asarray([float(jnp.abs(logits(fn, positions + s) - base).max() / jnp.abs(base).max())
-                                for s in shifts])
-    return out
+    return {"RoPE": position_shift_error(apply_rope, q, k, shifts),
+            "sinusoids added to q, k": position_shift_error(added, q, k, shifts)}
 
 
 # %% [markdown]
@@ -167,37 +153,21 @@ def rope_shift_errors(seed: int, shifts) -> dict[str, np.ndarray]:
 # sub-diagonal); without, it cannot.
 
 # %%
-def _accuracy_figure(metrics: dict, ceiling: float, path: Path) -> None:
-    fig = Figure(figsize=(7.0, 5.0), dpi=100, layout="constrained")
-    ax = fig.add_subplot()
-    x = np.arange(len(POSITIONS))
-    acc = [metrics[p]["accuracy"] for p in POSITIONS]
-    acc_shift = [metrics[p][f"accuracy, positions +{SHIFT}"] for p in POSITIONS]
-    ax.bar(x - 0.2, acc, 0.4, label="positions 0..15 (as trained)", color=TAB10[0])
-    ax.bar(x + 0.2, acc_shift, 0.4, label=f"all positions shifted by {SHIFT}", color=TAB10[1])
-    ax.axhline(ceiling, color="black", ls="--", lw=1, label=f"best bag-of-tokens guess ({ceiling:.2f})")
-    ax.axhline(1 / VOCAB, color="grey", ls=":", lw=1, label=f"random guess (1/{VOCAB})")
-    ax.set_xticks(x, POSITIONS, fontsize=9)
-    ax.set_xlabel("LMConfig.position")
-    ax.set_ylabel("accuracy (name the previous token)")
-    ax.set_ylim(0, 1.05)
-    ax.set_title("Without positions a model sees only a bag of tokens")
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)
-    ax.grid(alpha=0.3, axis="y")
-    fig.savefig(path)
-
-
-def _shift_figure(shifts, errors: dict, path: Path) -> None:
-    fig = Figure(figsize=(6.0, 4.0), dpi=100, layout="constrained")
-    ax = fig.add_subplot()
-    for i, (name, err) in enumerate(errors.items()):
-        ax.loglog(shifts, np.maximum(err, 1e-9), marker="o", ms=4, color=TAB10[i], label=name)
-    ax.set_xlabel("shift added to every position (log scale)")
-    ax.set_ylabel("max |logit change| / max |logit|")
-    ax.set_title("Shift all positions: RoPE's logits do not move")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.savefig(path)
+def figures(metrics: dict, ceiling: float, shifts, errors: dict, maps: dict, labels, out_dir: Path) -> list[str]:
+    bars = {"positions 0..15 (as trained)": [metrics[p]["accuracy"] for p in POSITIONS],
+            f"all positions shifted by {SHIFT}": [metrics[p][f"accuracy, positions +{SHIFT}"] for p in POSITIONS]}
+    plots.grouped_bars(POSITIONS, bars, ylabel="accuracy (name the previous token)", xlabel="LMConfig.position",
+                       hlines=[(ceiling, f"best bag-of-tokens guess ({ceiling:.2f})"), (1 / VOCAB, f"random guess (1/{VOCAB})")],
+                       ylim=(0, 1.05), title="Without positions a model sees only a bag of tokens",
+                       save=out_dir / "accuracy.png")
+    plots.sweep_panels(shifts, {"Shift all positions: RoPE's logits do not move": {
+        name: np.maximum(err, 1e-9) for name, err in errors.items()}}, xlabel="shift added to every position",
+        ylabels={"Shift all positions: RoPE's logits do not move": "max |logit change| / max |logit|"},
+        log_x=10, log_y=["Shift all positions: RoPE's logits do not move"], panel=(6.0, 3.6),
+        save=out_dir / "rope_shift.png")
+    plots.attention_grid(maps, labels, cell=3.0, title="Head 0 of each one-layer model: who looks at the previous token?",
+                         save=out_dir / "maps.png")
+    return ["accuracy.png", "rope_shift.png", "maps.png"]
 
 
 def _labels(tokens) -> list[str]:
@@ -241,16 +211,11 @@ def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/positions
     result.claim("rope_relative", "RoPE: shifting all positions by up to 256 changes the logits by < 1e-5 (relative)",
                  errors["RoPE"][shifts <= 256].max(), "<", 1e-5)
 
-    _accuracy_figure({p: result.metrics[f"position={p}"] for p in POSITIONS}, ceiling,
-                     out_dir / "accuracy.png")
-    _shift_figure(shifts, errors, out_dir / "rope_shift.png")
     test = previous_token_task(jax.random.key(10_000 + seed), 4)
-    labels = _labels(test["tokens"][0])
     maps = {f"position={p}": capture_attention(models[p], test["tokens"])["blocks.0.attn"][:, :1]
             for p in ("none", "learned", "rope", "alibi")}  # head 0 of each model (ALiBi: its steepest slope)
-    plots.attention_grid(maps, labels, cell=3.0, title="Head 0 of each one-layer model: who looks at the previous token?",
-                         save=out_dir / "maps.png")
-    result.figures += ["accuracy.png", "rope_shift.png", "maps.png"]
+    result.figures += figures({p: result.metrics[f"position={p}"] for p in POSITIONS}, ceiling, shifts, errors,
+                              maps, _labels(test["tokens"][0]), out_dir)
     return result
 
 

@@ -20,7 +20,7 @@ def test_sweep_panels_one_legend_below_and_shared_colours(tmp_path):
     x = [2, 4, 8, 16, 32]
     panels = {"entropy": {"scaled": RNG.random(5), "unscaled": RNG.random(5)},
               "max weight": {"scaled": RNG.random(5), "unscaled": RNG.random(5)}}
-    fig = plots.sweep_panels(x, panels, xlabel="d", log2_x=True, hlines={"entropy": (0.5, "uniform")},
+    fig = plots.sweep_panels(x, panels, xlabel="d", log_x=2, hlines={"entropy": (0.5, "uniform")},
                              log_y=["max weight"], save=tmp_path / "s.png")
     check_png(fig, tmp_path / "s.png")
     assert len(fig.legends) == 1 and not any(ax.get_legend() for ax in fig.axes)

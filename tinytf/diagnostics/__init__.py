@@ -14,6 +14,7 @@ Read in this order:
   heads.py       — head importance, masking and pruning curves     (§6)
   attribution.py — attention rollout, grad x input, deletion / AOPC,
                    Kendall tau, precision@k                        (§7)
+  positions.py   — is a position code relative? (shift every position)
   scaling.py     — why 1/sqrt(d): normaliser saturation vs head dim;
                    permutation equivariance
 """
@@ -57,6 +58,7 @@ from tinytf.diagnostics.queries import (
     sine_2d_frequencies,
     sine_pe_aliasing,
 )
+from tinytf.diagnostics.positions import position_shift_error
 from tinytf.diagnostics.representations import rank_residual, singular_values
 from tinytf.diagnostics.scaling import logit_scale_sweep, normalizer_row_stats, permutation_equivariance_error
 from tinytf.diagnostics.similarity import cross_layer_similarity, js_divergence
@@ -72,6 +74,6 @@ __all__ = [
     "precision_at_k", "prune_heads", "pruning_curve", "query_embedding_diversity",
     "query_map_similarity", "rank_residual", "set_head_mask", "sine_2d_frequencies",
     "sine_pe_aliasing", "singular_values", "sink_rate", "sink_scores",
-    # scaling.py
-    "logit_scale_sweep", "normalizer_row_stats", "permutation_equivariance_error",
+    # positions.py, scaling.py
+    "position_shift_error", "logit_scale_sweep", "normalizer_row_stats", "permutation_equivariance_error",
 ]

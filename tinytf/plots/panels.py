@@ -35,7 +35,7 @@ def _legend_below(fig: Figure, axes, ncols: int = 4) -> None:
 
 
 def sweep_panels(x, panels: Mapping[str, Mapping[str, object]], *, xlabel: str, ylabels: Mapping[str, str] | None = None,
-                 log2_x: bool = False, log_y: Sequence[str] = (), hlines: Mapping[str, tuple[float, str]] | None = None,
+                 log_x: int | None = None, log_y: Sequence[str] = (), hlines: Mapping[str, tuple[float, str]] | None = None,
                  title: str | None = None, panel=(4.0, 3.2), dpi: int = 100, save=None) -> Figure:
     """Several metrics against one swept parameter: one panel per metric, one line per series.
 
@@ -44,7 +44,7 @@ def sweep_panels(x, panels: Mapping[str, Mapping[str, object]], *, xlabel: str, 
       panels: {panel title: {series label: (K,) values}}; the same series labels in
         every panel get the same colour and marker.
       xlabel: label of x. ylabels: {panel title: y label} (default: the title).
-      log2_x: a log-2 x axis. log_y: panel titles with a log y axis.
+      log_x: base of a log x axis (2 or 10), None for linear. log_y: panel titles with a log y axis.
       hlines: {panel title: (y, label)}: a dashed reference line (e.g. uniform entropy).
       title: the figure's title.
 
@@ -68,11 +68,11 @@ def sweep_panels(x, panels: Mapping[str, Mapping[str, object]], *, xlabel: str, 
             ax.plot(xs, y, marker=_MARKERS[i % len(_MARKERS)], ms=4, color=_PALETTE[i % 10], label=label)
         if hlines and name in hlines:
             ax.axhline(hlines[name][0], color="grey", ls="--", lw=1, label=hlines[name][1])
-        if log2_x:
-            ax.set_xscale("log", base=2)
+        if log_x:
+            ax.set_xscale("log", base=log_x)
         if name in log_y:
             ax.set_yscale("log")
-        ax.set_xlabel(xlabel + (" (log scale)" if log2_x else ""))
+        ax.set_xlabel(xlabel + (" (log scale)" if log_x else ""))
         ax.set_ylabel((ylabels or {}).get(name, name))
         ax.set_title(name, fontsize=10)
         ax.grid(alpha=0.3)
