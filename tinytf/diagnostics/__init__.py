@@ -12,6 +12,7 @@ Read in this order:
   queries.py     — the DETR checklist: query-map cosine / JS, query embeddings,
                    positional-code aliasing                        (§5)
   heads.py       — head importance, masking and pruning curves     (§6)
+  circuits.py    — previous-token and induction head scores
   attribution.py — attention rollout, grad x input, deletion / AOPC,
                    Kendall tau, precision@k                        (§7)
   positions.py   — is a position code relative? (shift every position)
@@ -19,6 +20,7 @@ Read in this order:
                    permutation equivariance
 """
 
+from tinytf.diagnostics.circuits import copy_head_scores
 from tinytf.diagnostics.attribution import (
     aopc,
     attention_rollout,
@@ -29,12 +31,15 @@ from tinytf.diagnostics.attribution import (
     precision_at_k,
 )
 from tinytf.diagnostics.heads import (
+    compare_pruning_orders,
     head_gates,
     head_importance,
     head_mask,
     importance_order,
+    jitted_metric,
     prune_heads,
     pruning_curve,
+    pruning_summary,
     set_head_mask,
 )
 from tinytf.diagnostics.maps import (
@@ -61,7 +66,7 @@ from tinytf.diagnostics.queries import (
 from tinytf.diagnostics.positions import position_shift_error
 from tinytf.diagnostics.representations import rank_residual, singular_values
 from tinytf.diagnostics.scaling import logit_scale_sweep, normalizer_row_stats, permutation_equivariance_error
-from tinytf.diagnostics.similarity import cross_layer_similarity, js_divergence
+from tinytf.diagnostics.similarity import adjacent_layer_js, cross_layer_similarity, js_divergence
 
 
 
@@ -74,6 +79,6 @@ __all__ = [
     "precision_at_k", "prune_heads", "pruning_curve", "query_embedding_diversity",
     "query_map_similarity", "rank_residual", "set_head_mask", "sine_2d_frequencies",
     "sine_pe_aliasing", "singular_values", "sink_rate", "sink_scores",
-    # positions.py, scaling.py
-    "position_shift_error", "logit_scale_sweep", "normalizer_row_stats", "permutation_equivariance_error",
+    # circuits.py, heads.py, similarity.py, positions.py, scaling.py
+    "copy_head_scores", "compare_pruning_orders", "jitted_metric", "pruning_summary", "adjacent_layer_js", "position_shift_error", "logit_scale_sweep", "normalizer_row_stats", "permutation_equivariance_error",
 ]

@@ -15,7 +15,7 @@ Reading order:
   curves.py — `metric_curves` (vs training step), `length_curves` (vs sequence
               length), `pruning_curves`, `deletion_curves`, `rank_vs_depth`;
   panels.py — `sweep_panels` (metrics vs a swept parameter), `query_rows`,
-              `annotated_heatmap`, `grouped_bars`.
+              `annotated_heatmap`, `heatmap_panels`, `grouped_bars`, `layer_similarity`.
 """
 
 import sys
@@ -33,8 +33,16 @@ from tinytf.plots.curves import (  # noqa: E402
     rank_vs_depth,
 )
 from tinytf.plots.maps import attention_grid, attention_on_image, detr_queries  # noqa: E402
-from tinytf.plots.panels import annotated_heatmap, grouped_bars, query_rows, sweep_panels  # noqa: E402
+from tinytf.plots.panels import (  # noqa: E402
+    annotated_heatmap,
+    grouped_bars,
+    heatmap_panels,
+    layer_similarity,
+    query_rows,
+    sweep_panels,
+)
 
 __all__ = ["attention_grid", "attention_on_image", "detr_queries", "metric_curves", "length_curves",
            "pruning_curves", "deletion_curves", "rank_vs_depth",
-           "sweep_panels", "query_rows", "annotated_heatmap", "grouped_bars"]
+           "sweep_panels", "query_rows", "annotated_heatmap", "heatmap_panels", "grouped_bars",
+           "layer_similarity"]

@@ -2,8 +2,9 @@
 
 Reading order: `sweep_panels` (several metrics against one swept parameter, one
 panel each), `query_rows` (where one query looks, one row per example, the right key
-marked), `annotated_heatmap` (a small matrix with its values written in), `grouped_bars`
-(one bar per condition and group).
+marked), `annotated_heatmap` (a small matrix with its values written in) and
+`heatmap_panels` (several side by side), `grouped_bars`
+(one bar per condition and group), `layer_similarity` (a heatmap and bars).
 """
 
 from __future__ import annotations
@@ -155,6 +156,22 @@ def annotated_heatmap(matrix, *, xlabels: Sequence[str] | None = None, ylabels: 
     return _finish(fig, save)
 
 
+def heatmap_panels(panels: Mapping[str, object], *, xlabels: Sequence[str] | None = None,
+                   ylabels: Sequence[str] | None = None, title: str | None = None, label: str = "value",
+                   cmap: str = "viridis", vmax: float | None = 1.0, fmt: str = "{:.2f}", panel=(4.5, 3.6),
+                   dpi: int = 100, save=None) -> Figure:
+    """`annotated_heatmap`s side by side, one per {title: (R, C) matrix} (e.g. per-head scores)."""
+    if not isinstance(panels, Mapping) or not panels:
+        raise TypeError(f"panels must be a non-empty dict {{title: matrix}}, got {type(panels).__name__}")
+    fig = _figure(panel[0] * len(panels), panel[1], dpi)
+    for ax, (name, matrix) in zip(np.atleast_1d(fig.subplots(1, len(panels))), panels.items()):
+        annotated_heatmap(matrix, xlabels=xlabels, ylabels=ylabels, title=name, label=label, cmap=cmap, vmax=vmax,
+                          fmt=fmt, ax=ax)
+    if title:
+        fig.suptitle(title)
+    return _finish(fig, save)
+
+
 def grouped_bars(groups: Sequence[str], bars: Mapping[str, object], *, ylabel: str, xlabel: str = "",
                  hlines: Sequence[tuple[float, str]] = (), ylim=None, title: str | None = None, ax=None,
                  size=(7.0, 5.0), dpi: int = 100, save=None) -> Figure:
@@ -193,4 +210,34 @@ def grouped_bars(groups: Sequence[str], bars: Mapping[str, object], *, ylabel: s
     return _finish(fig, save)
 
 
-__all__ = ["sweep_panels", "query_rows", "annotated_heatmap", "grouped_bars"]
+def layer_similarity(js, same_input, other_input, *, title: str | None = None, dpi: int = 100, save=None) -> Figure:
+    """Cross-layer JS divergence (heatmap) and adjacent layers on the same vs another input (bars).
+
+    Args:
+      js: (L, L) JS divergence between layers' head-averaged maps
+        (`tinytf.diagnostics.cross_layer_similarity(...)["js"]`).
+      same_input, other_input: (L-1,) adjacent-layer JS on the same input and against the
+        next layer's map of another input (`tinytf.diagnostics.adjacent_layer_js`).
+
+    Returns:
+      Figure.
+    """
+    m = _array(js, "js")
+    if m.ndim != 2 or m.shape[0] != m.shape[1] or m.shape[0] < 2:
+        raise ValueError(f"js has shape {m.shape}: expected a square (L, L) matrix with L >= 2 layers")
+    L = m.shape[0]
+    fig = _figure(10.0, 4.2, dpi)
+    ax, bx = fig.subplots(1, 2)
+    ticks = [f"layer {i}" for i in range(L)]
+    annotated_heatmap(m, xlabels=ticks, ylabels=ticks, cmap="viridis_r", vmax=None, fmt="{:.3f}", ax=ax,
+                      title="JS divergence between layers' head-averaged maps",
+                      label="JS (nats; 0 = same, ln 2 = disjoint)")
+    grouped_bars([f"L{i} vs L{i + 1}" for i in range(L - 1)],
+                 {"same input": same_input, "next layer on another input": other_input},
+                 ylabel="JS divergence (nats)", title="Adjacent layers: same input vs another input", ax=bx)
+    if title:
+        fig.suptitle(title)
+    return _finish(fig, save)
+
+
+__all__ = ["sweep_panels", "query_rows", "annotated_heatmap", "heatmap_panels", "grouped_bars", "layer_similarity"]
