@@ -62,3 +62,32 @@ def test_grouped_bars_heights(tmp_path):
     np.testing.assert_allclose(heights, [0.1, 0.5, 0.9, 0.2, 0.4, 0.6])
     with pytest.raises(ValueError, match=r"bars\['y'\] has shape \(2,\): expected \(3,\)"):
         plots.grouped_bars(["a", "b", "c"], {"y": [1, 2]}, ylabel="acc")
+
+
+def test_sweep_panels_bands_fill_between_low_and_high(tmp_path):
+    x = [1e-3, 1e-2, 1e-1]
+    fig = plots.sweep_panels(x, {"loss": {"a": [3, 2, 1]}}, xlabel="lr", log_x=10,
+                             bands={"loss": {"a": ([2.5, 1.5, 0.5], [3.5, 2.5, 1.5])}}, save=tmp_path / "b.png")
+    poly = fig.axes[0].collections[0]
+    ys = poly.get_paths()[0].vertices[:, 1]
+    assert ys.min() == pytest.approx(0.5) and ys.max() == pytest.approx(3.5)
+    with pytest.raises(ValueError, match=r"bands\['loss'\]\['a'\] has shapes \(2,\), \(3,\)"):
+        plots.sweep_panels(x, {"loss": {"a": [3, 2, 1]}}, xlabel="lr", bands={"loss": {"a": ([1, 2], [1, 2, 3])}})
+
+
+def test_run_curves_draws_every_seed_with_its_style(tmp_path):
+    steps = np.arange(5)
+    panels = {"loss": {"base": [(steps, steps * 1.0), (steps, steps * 2.0)], "fix": [(steps, np.ones(5))]},
+              "logit": {"base": [(steps, 10.0 ** steps)]}}
+    fig = plots.run_curves(panels, styles={"fix": {"colour": 3, "ls": "--"}}, log_y=["logit"],
+                           hlines={"loss": (4.0, "chance")}, save=tmp_path / "r.png")
+    assert mpimg.imread(tmp_path / "r.png").shape[:2] == (440, 860)
+    loss_ax, logit_ax = fig.axes[:2]
+    lines = loss_ax.get_lines()
+    np.testing.assert_allclose(lines[1].get_ydata(), steps * 2.0)  # the second seed is drawn
+    assert lines[1].get_alpha() < lines[0].get_alpha()  # ... and faded
+    assert lines[2].get_linestyle() == "--" and lines[2].get_color() == plots.panels._PALETTE[3]
+    assert logit_ax.get_yscale() == "log" and loss_ax.get_yscale() == "linear"
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["base", "fix", "chance"]
+    with pytest.raises(ValueError, match=r"panels\['loss'\]\['a'\]\[0\] has x \(3,\) and y \(2,\)"):
+        plots.run_curves({"loss": {"a": [([0, 1, 2], [1, 2])]}})

@@ -13,6 +13,7 @@ Read in this order:
                    positional-code aliasing                        (§5)
   heads.py       — head importance, masking and pruning curves     (§6)
   circuits.py    — previous-token and induction head scores
+  stability.py   — attention_watch: max logit and entropy during training
   attribution.py — attention rollout, grad x input, deletion / AOPC,
                    Kendall tau, precision@k                        (§7)
   positions.py   — is a position code relative? (shift every position)
@@ -66,6 +67,7 @@ from tinytf.diagnostics.queries import (
 from tinytf.diagnostics.positions import position_shift_error
 from tinytf.diagnostics.representations import rank_residual, singular_values
 from tinytf.diagnostics.scaling import logit_scale_sweep, normalizer_row_stats, permutation_equivariance_error
+from tinytf.diagnostics.stability import attention_watch
 from tinytf.diagnostics.similarity import adjacent_layer_js, cross_layer_similarity, js_divergence
 
 
@@ -79,6 +81,8 @@ __all__ = [
     "precision_at_k", "prune_heads", "pruning_curve", "query_embedding_diversity",
     "query_map_similarity", "rank_residual", "set_head_mask", "sine_2d_frequencies",
     "sine_pe_aliasing", "singular_values", "sink_rate", "sink_scores",
-    # circuits.py, heads.py, similarity.py, positions.py, scaling.py
-    "copy_head_scores", "compare_pruning_orders", "jitted_metric", "pruning_summary", "adjacent_layer_js", "position_shift_error", "logit_scale_sweep", "normalizer_row_stats", "permutation_equivariance_error",
+    # circuits.py, heads.py, similarity.py, positions.py, scaling.py, stability.py
+    "attention_watch", "copy_head_scores", "compare_pruning_orders", "jitted_metric", "pruning_summary",
+    "adjacent_layer_js", "position_shift_error", "logit_scale_sweep", "normalizer_row_stats",
+    "permutation_equivariance_error",
 ]

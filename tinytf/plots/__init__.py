@@ -15,7 +15,7 @@ Reading order:
   curves.py — `metric_curves` (vs training step), `length_curves` (vs sequence
               length), `pruning_curves`, `deletion_curves`, `rank_vs_depth`;
   panels.py — `sweep_panels` (metrics vs a swept parameter), `query_rows`,
-              `annotated_heatmap`, `heatmap_panels`, `grouped_bars`, `layer_similarity`.
+              `annotated_heatmap`, `heatmap_panels`, `grouped_bars`, `layer_similarity`, `run_curves`.
 """
 
 import sys
@@ -39,10 +39,11 @@ from tinytf.plots.panels import (  # noqa: E402
     heatmap_panels,
     layer_similarity,
     query_rows,
+    run_curves,
     sweep_panels,
 )
 
 __all__ = ["attention_grid", "attention_on_image", "detr_queries", "metric_curves", "length_curves",
            "pruning_curves", "deletion_curves", "rank_vs_depth",
            "sweep_panels", "query_rows", "annotated_heatmap", "heatmap_panels", "grouped_bars",
-           "layer_similarity"]
+           "layer_similarity", "run_curves"]

@@ -4,7 +4,8 @@ Reading order: `sweep_panels` (several metrics against one swept parameter, one
 panel each), `query_rows` (where one query looks, one row per example, the right key
 marked), `annotated_heatmap` (a small matrix with its values written in) and
 `heatmap_panels` (several side by side), `grouped_bars`
-(one bar per condition and group), `layer_similarity` (a heatmap and bars).
+(one bar per condition and group), `layer_similarity` (a heatmap and bars),
+`run_curves` (several training runs' curves, all seeds drawn).
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ def _legend_below(fig: Figure, axes, ncols: int = 4) -> None:
 
 def sweep_panels(x, panels: Mapping[str, Mapping[str, object]], *, xlabel: str, ylabels: Mapping[str, str] | None = None,
                  log_x: int | None = None, log_y: Sequence[str] = (), hlines: Mapping[str, tuple[float, str]] | None = None,
-                 title: str | None = None, panel=(4.0, 3.2), dpi: int = 100, save=None) -> Figure:
+                 bands: Mapping[str, Mapping[str, tuple]] | None = None, title: str | None = None, panel=(4.0, 3.2),
+                 dpi: int = 100, save=None) -> Figure:
     """Several metrics against one swept parameter: one panel per metric, one line per series.
 
     Args:
@@ -47,6 +49,8 @@ def sweep_panels(x, panels: Mapping[str, Mapping[str, object]], *, xlabel: str, 
       xlabel: label of x. ylabels: {panel title: y label} (default: the title).
       log_x: base of a log x axis (2 or 10), None for linear. log_y: panel titles with a log y axis.
       hlines: {panel title: (y, label)}: a dashed reference line (e.g. uniform entropy).
+      bands: {panel title: {series label: ((K,) low, (K,) high)}}: a shaded spread (e.g.
+        min..max over >= 2 seeds; say n in the title).
       title: the figure's title.
 
     Returns:
@@ -67,6 +71,12 @@ def sweep_panels(x, panels: Mapping[str, Mapping[str, object]], *, xlabel: str, 
                 raise ValueError(f"panels[{name!r}][{label!r}] has shape {y.shape}: expected {xs.shape} to match x")
             i = colours.setdefault(label, len(colours))
             ax.plot(xs, y, marker=_MARKERS[i % len(_MARKERS)], ms=4, color=_PALETTE[i % 10], label=label)
+            if bands and label in bands.get(name, {}):
+                low, high = (_array(v, f"bands[{name!r}][{label!r}]") for v in bands[name][label])
+                if low.shape != xs.shape or high.shape != xs.shape:
+                    raise ValueError(f"bands[{name!r}][{label!r}] has shapes {low.shape}, {high.shape}: expected "
+                                     f"{xs.shape} to match x")
+                ax.fill_between(xs, low, high, color=_PALETTE[i % 10], alpha=0.2)
         if hlines and name in hlines:
             ax.axhline(hlines[name][0], color="grey", ls="--", lw=1, label=hlines[name][1])
         if log_x:
@@ -240,4 +250,53 @@ def layer_similarity(js, same_input, other_input, *, title: str | None = None, d
     return _finish(fig, save)
 
 
-__all__ = ["sweep_panels", "query_rows", "annotated_heatmap", "heatmap_panels", "grouped_bars", "layer_similarity"]
+def run_curves(panels: Mapping[str, Mapping[str, Sequence]], *, styles: Mapping[str, Mapping] | None = None,
+               xlabel: str = "training step", ylabels: Mapping[str, str] | None = None, log_y: Sequence[str] = (),
+               hlines: Mapping[str, tuple[float, str]] | None = None, title: str | None = None, panel=(4.3, 3.6),
+               dpi: int = 100, save=None) -> Figure:
+    """Curves of several training runs, one panel per metric, one line per run (all seeds drawn).
+
+    Args:
+      panels: {panel title: {condition label: [(x, y), ...] one pair per seed}}; the first
+        seed is drawn solid, the others faded.
+      styles: {condition label: {"colour": int (palette index), "ls": line style}}; default:
+        a new colour per label, solid.
+      xlabel, ylabels ({panel title: y label}), log_y (panel titles with a log y axis),
+      hlines ({panel title: (y, label)}), title: as in `sweep_panels`.
+
+    Returns:
+      Figure; one legend below the panels.
+    """
+    if not isinstance(panels, Mapping) or not panels:
+        raise TypeError(f"panels must be a non-empty dict {{title: {{label: [(x, y), ...]}}}}, got "
+                        f"{type(panels).__name__}")
+    fig = _figure(panel[0] * len(panels), panel[1] + 0.8, dpi)
+    axes = np.atleast_1d(fig.subplots(1, len(panels)))
+    colours: dict[str, int] = {}
+    for ax, (name, series) in zip(axes, panels.items()):
+        for label, seeds in series.items():
+            style = (styles or {}).get(label, {})
+            c = style.get("colour", colours.setdefault(label, len(colours)))
+            for k, pair in enumerate(seeds):
+                x, y = (_array(v, f"panels[{name!r}][{label!r}][{k}]") for v in pair)
+                if x.shape != y.shape or x.ndim != 1:
+                    raise ValueError(f"panels[{name!r}][{label!r}][{k}] has x {x.shape} and y {y.shape}: expected "
+                                     "two 1-D arrays of the same length")
+                ax.plot(x, y, color=_PALETTE[c % 10], ls=style.get("ls", "-"), lw=1.4, alpha=0.9 if k == 0 else 0.4,
+                        label=label if k == 0 else None)
+        if hlines and name in hlines:
+            ax.axhline(hlines[name][0], color="grey", ls=":", lw=1, label=hlines[name][1])
+        if name in log_y:
+            ax.set_yscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel((ylabels or {}).get(name, name))
+        ax.set_title(name, fontsize=10)
+        ax.grid(alpha=0.3)
+    _legend_below(fig, axes)
+    if title:
+        fig.suptitle(title)
+    return _finish(fig, save)
+
+
+__all__ = ["run_curves", "sweep_panels", "query_rows", "annotated_heatmap", "heatmap_panels", "grouped_bars",
+           "layer_similarity"]
