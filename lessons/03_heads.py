@@ -275,6 +275,29 @@ def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/heads", v
 
 
 # %% [markdown]
+# ## References: what the papers report, what this toy shows
+# - **Olsson et al. (2022)**, *In-context learning and induction heads*, Transformer
+#   Circuits Thread. Metrics: on repeated random tokens, a head's attention from a token to
+#   the token after its earlier occurrence (their prefix-matching score; our induction
+#   score is that definition) and attention to the previous token. They find induction
+#   heads forming abruptly with a bump in the loss, in 2-layer attention-only models and
+#   up to large ones. Here (quick, seed 0): max previous-token score 0.88 (uniform 0.13),
+#   max induction score 0.85 (uniform 0.06), accuracy on the second copy 0.99.
+# - **Michel, Levy & Neubig (2019)**, *Are Sixteen Heads Really Better than One?*, NeurIPS.
+#   Metric: head importance E|dL/d xi_h| for a gate xi_h on each head, l2-normalised per
+#   layer (the paper's definition, used as is). They prune many heads of trained BERT and
+#   machine-translation models with little loss, ranking heads by this importance. Here: a
+#   2-layer, 8-head classifier keeps full accuracy up to 75% of heads pruned by importance
+#   versus 50% in random orders (quick, seed 0).
+# - **Xiao et al. (2019)**, *Sharing Attention Weights for Fast Transformer*, IJCAI, and
+#   **Bhojanapalli et al. (2021)**, *Leveraging redundancy in attention with Reuse
+#   Transformers*: adjacent layers' attention maps are similar enough to share or reuse.
+#   We compare layers by the Jensen-Shannon divergence of their head-averaged maps (a
+#   proxy: we did not check that it matches each paper's exact similarity measure) and add
+#   a control (the next layer on another input), which shows that at 2 layers most of the
+#   likeness is shared positional structure: JS 0.050 vs 0.054 on another input (seed 0).
+
+# %% [markdown]
 # ## What to take away
 # - Heads specialise: a previous-token head in layer 0 and induction heads in layer 1 appear
 #   together, abruptly, when the loss drops (the emergence figure), with scores 10x above

@@ -14,7 +14,8 @@
 # attention loses rank doubly exponentially with depth*). Stack self-attention layers
 # with no skip connections and no MLPs, and every token's representation converges to
 # the same vector — the matrix of token representations collapses to rank one — and it
-# does so *doubly exponentially*: the residual's exponent grows like 3^L. Skip
+# does so *doubly exponentially*: their bound on the residual has an exponent 3^L (an
+# upper bound on the speed; below we fit the rate we actually see). Skip
 # connections prevent it; MLPs only slow it down; LayerNorm plays no role.
 #
 # Why it matters: a transformer whose tokens all look alike cannot tell them apart any
@@ -241,6 +242,23 @@ def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/rank-coll
     result.figures += ["rank_vs_depth.png", "spectrum.png"]
     return result
 
+
+# %% [markdown]
+# ## References: what the paper reports, what this toy shows
+# - **Dong, Cordonnier & Loukas (2021)**, *Attention is not all you need: pure attention
+#   loses rank doubly exponentially with depth*, ICML. Metric: the residual
+#   res(X) = X - 1 x^T (x chosen to make it smallest) in the composite norm
+#   sqrt(||M||_1 ||M||_inf). Their theorem bounds the residual of L self-attention layers
+#   (no skips, no MLPs) by a constant^((3^L - 1)/2) times the input residual to the power
+#   3^L; skip connections break the bound, MLPs (through their Lipschitz constant) only
+#   slow it. They also measure the relative residual in trained BERT-style models with the
+#   skips removed along paths (we did not check their figures' numbers). This lesson: the
+#   relative residual in the Frobenius norm (our choice) *and* in their composite norm
+#   (`r_l1inf`, with the token mean for x, an upper bound on theirs), at initialisation,
+#   not in trained models. Both norms agree: r after 3 pure-attention layers ~3e-7 in
+#   each (quick, seed 0, 3 stacks). The rate: with sharper attention (W_Q x8) the fitted
+#   base of r ~ exp(-c b^L) is b ~ 2.35 (seed 0), doubly exponential but slower than the
+#   bound's 3.
 
 # %% [markdown]
 # ## What to take away
