@@ -245,6 +245,25 @@ def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/attention
 
 
 # %% [markdown]
+# ## References: what the papers report, what this toy shows
+# - **Vaswani et al. (2017)**, *Attention Is All You Need*, NeurIPS. Scaled dot-product
+#   attention; they argue for the 1/sqrt(d) factor because q.k of random unit-variance
+#   vectors has variance d, which pushes the softmax into regions of tiny gradients (an
+#   argument, not a measurement). Here we measure it directly on random vectors (the
+#   paper's argument made numeric, no proxy): without the scale the logit std grows like
+#   sqrt(d) (8.0 at d = 64, 63 at d = 4096), the mean row entropy falls to 0.07 nats and the
+#   softmax gradient norm to 0.04 at d = 4096; with the scale all three stay flat (seed 0).
+# - **Ba et al. (2016)**, *Using Fast Weights to Attend to the Recent Past*, NeurIPS, and
+#   **Arora et al. (2023)**, *Zoology: Measuring and Improving Recall in Efficient Language
+#   Models*: associative recall as a probe of what an attention layer can look up. Our
+#   metrics (accuracy, and the attention mass the query puts on the matching key) are ours,
+#   not theirs; at this toy size one head reaches accuracy 1.00 with 0.97 of its mass on the
+#   matching key (quick, seed 0; uniform: 1/16 per value).
+# - Permutation equivariance without positions is a property of the equation (no paper
+#   number to compare): we measure it as exactly 0 error in float32 on a block and on the
+#   trained recall model (seed 0).
+
+# %% [markdown]
 # ## What to take away
 # - Attention is a soft lookup: compare the query with every key, softmax, average the values.
 #   Trained on recall, one head learns a near one-hot lookup of the matching key.
