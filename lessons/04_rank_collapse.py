@@ -153,8 +153,8 @@ def claim_collapse(result: LessonResult, r, r1) -> None:
 # collapse so that ~7 depths lie above the floor. If r(L) ~ exp(-c b^L) (doubly
 # exponential), then log(-log r) = log c + L log b is a line in L; the paper's bound has
 # b = 3 (an upper bound on the speed). Plain exponential decay r ~ rho^L would give
-# -log r proportional to L, so the ratio (-log r(L+1)) / (-log r(L)) = (L+1)/L <= 1.5 from
-# L = 2 on; doubly exponential decay keeps it near b.
+# log(-log r) = const + log L instead, whose straight-line fit over the same depths has a
+# slope of only ~0.3 (we compute it on the depths fitted, as a control).
 
 # %%
 SHARP, FLOOR = 8.0, 1e-6  # query-weight scale; r below FLOOR is float32 rounding
@@ -166,14 +166,14 @@ def claim_rate(result: LessonResult, seeds) -> None:
         r = measure(BLOCKS["pure attention"], s, query_scale=SHARP)[0]  # Frobenius
         L = np.flatnonzero((r > FLOOR) & (r < 0.99)) + 1  # depths above the floor
         y = np.log(-np.log(r[L - 1]))
-        ratios = np.exp(np.diff(y))[L[:-1] >= 2]  # (-log r(L+1)) / (-log r(L)) from L = 2
-        fits.append((np.polyfit(L, y, 1)[0], ratios.min(), len(L)))
-    slope, ratio, n = np.array(fits).T
+        fits.append((np.polyfit(L, y, 1)[0], np.polyfit(L, np.log(L), 1)[0], len(L)))  # measured, exponential
+    slope, null, n = np.array(fits).T
     result.metrics[f"rate, pure attention, W_Q x{SHARP:g}"] = {
         "slope of log(-log r) vs L (median)": float(np.median(slope)), "base b = e^slope (median)":
-        float(np.exp(np.median(slope))), "bound's base": 3.0, "depths fitted (min)": float(n.min())}
-    result.claim("doubly_exponential_rate", f"pure attention, W_Q x{SHARP:g}: (-log r(L+1))/(-log r(L)) > 1.5 at "
-                 "every depth from L=2 above the floor, every seed (exponential decay: <= 1.5)", ratio.min(), ">", 1.5)
+        float(np.exp(np.median(slope))), "bound's base": 3.0, "depths fitted (min)": float(n.min()),
+        "slope if the decay were exponential (max)": float(null.max())}
+    result.claim("doubly_exponential_rate", f"pure attention, W_Q x{SHARP:g}: slope of log(-log r) vs L > 0.5 on every "
+                 "stack (exponential decay gives ~0.3 on the same depths; the bound, log 3 = 1.1)", slope.min(), ">", 0.5)
 
 
 # %% [markdown]
@@ -256,9 +256,10 @@ def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/rank-coll
 #   relative residual in the Frobenius norm (our choice) *and* in their composite norm
 #   (`r_l1inf`, with the token mean for x, an upper bound on theirs), at initialisation,
 #   not in trained models. Both norms agree: r after 3 pure-attention layers ~3e-7 in
-#   each (quick, seed 0, 3 stacks). The rate: with sharper attention (W_Q x8) the fitted
-#   base of r ~ exp(-c b^L) is b ~ 2.35 (seed 0), doubly exponential but slower than the
-#   bound's 3.
+#   each (quick, seed 0, 3 stacks). The rate: with sharper attention (W_Q x8, 7 depths
+#   above the float32 floor) the fitted slope of log(-log r) vs L is 0.68-0.86 on all 15
+#   stacks of quick seeds 0-4 (base b = 2.2-2.35; exponential decay would give 0.3):
+#   doubly exponential, but slower than the bound's b = 3.
 
 # %% [markdown]
 # ## What to take away
