@@ -51,18 +51,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from matplotlib import colormaps
-from matplotlib.figure import Figure
 
 from tinytf import data, plots
 from tinytf.apps.claims import LessonResult
 from tinytf.apps.lessons import main_for
 from tinytf.models import CausalLM, LMConfig
 from tinytf.capture import capture_attention
+from tinytf.diagnostics import position_shift_error
 from tinytf.positional import apply_rope, sinusoidal
 from tinytf.train import accuracy, cross_entropy, fit
-
-TAB10 = colormaps["tab10"].colors  # the colours of every tinytf figure
 
 # %% [markdown]
 # ## The smallest code
@@ -143,21 +140,10 @@ def evaluate(model: CausalLM, seed: int) -> dict[str, float]:
 # %%
 def rope_shift_errors(seed: int, shifts) -> dict[str, np.ndarray]:
     kq, kk = jax.random.split(jax.random.key(30_000 + seed))
-    q = jax.random.normal(kq, (4, 32, 2, 16))  # (B, T, N, H)
-    k = jax.random.normal(kk, (4, 32, 2, 16))
-    positions = jnp.arange(32)
-
-    def logits(fn, p):
-        return jnp.einsum("btnh,bsnh->bnts", fn(q, p), fn(k, p))  # (B, N, T, S)
-
-    rope = lambda x, p: apply_rope(x, p)  # noqa: E731
+    q, k = jax.random.normal(kq, (4, 32, 2, 16)), jax.random.normal(kk, (4, 32, 2, 16))  # (B, T, N, H)
     added = lambda x, p: x + sinusoidal(int(p.max()) + 1, 16)[p][None, :, None, :]  # noqa: E731
-    out = {}
-    for name, fn in (("RoPE", rope), ("sinusoids added to q, k", added)):
-        base = logits(fn, positions)
-        out[name] = np.asarray([float(jnp.abs(logits(fn, positions + s) - base).max() / jnp.abs(base).max())
-                                for s in shifts])
-    return out
+    return {"RoPE": position_shift_error(apply_rope, q, k, shifts),
+            "sinusoids added to q, k": position_shift_error(added, q, k, shifts)}
 
 
 # %% [markdown]
@@ -167,37 +153,21 @@ def rope_shift_errors(seed: int, shifts) -> dict[str, np.ndarray]:
 # sub-diagonal); without, it cannot.
 
 # %%
-def _accuracy_figure(metrics: dict, ceiling: float, path: Path) -> None:
-    fig = Figure(figsize=(7.0, 5.0), dpi=100, layout="constrained")
-    ax = fig.add_subplot()
-    x = np.arange(len(POSITIONS))
-    acc = [metrics[p]["accuracy"] for p in POSITIONS]
-    acc_shift = [metrics[p][f"accuracy, positions +{SHIFT}"] for p in POSITIONS]
-    ax.bar(x - 0.2, acc, 0.4, label="positions 0..15 (as trained)", color=TAB10[0])
-    ax.bar(x + 0.2, acc_shift, 0.4, label=f"all positions shifted by {SHIFT}", color=TAB10[1])
-    ax.axhline(ceiling, color="black", ls="--", lw=1, label=f"best bag-of-tokens guess ({ceiling:.2f})")
-    ax.axhline(1 / VOCAB, color="grey", ls=":", lw=1, label=f"random guess (1/{VOCAB})")
-    ax.set_xticks(x, POSITIONS, fontsize=9)
-    ax.set_xlabel("LMConfig.position")
-    ax.set_ylabel("accuracy (name the previous token)")
-    ax.set_ylim(0, 1.05)
-    ax.set_title("Without positions a model sees only a bag of tokens")
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)
-    ax.grid(alpha=0.3, axis="y")
-    fig.savefig(path)
-
-
-def _shift_figure(shifts, errors: dict, path: Path) -> None:
-    fig = Figure(figsize=(6.0, 4.0), dpi=100, layout="constrained")
-    ax = fig.add_subplot()
-    for i, (name, err) in enumerate(errors.items()):
-        ax.loglog(shifts, np.maximum(err, 1e-9), marker="o", ms=4, color=TAB10[i], label=name)
-    ax.set_xlabel("shift added to every position (log scale)")
-    ax.set_ylabel("max |logit change| / max |logit|")
-    ax.set_title("Shift all positions: RoPE's logits do not move")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.savefig(path)
+def figures(metrics: dict, ceiling: float, shifts, errors: dict, maps: dict, labels, out_dir: Path) -> list[str]:
+    bars = {"positions 0..15 (as trained)": [metrics[p]["accuracy"] for p in POSITIONS],
+            f"all positions shifted by {SHIFT}": [metrics[p][f"accuracy, positions +{SHIFT}"] for p in POSITIONS]}
+    plots.grouped_bars(POSITIONS, bars, ylabel="accuracy (name the previous token)", xlabel="LMConfig.position",
+                       hlines=[(ceiling, f"best bag-of-tokens guess ({ceiling:.2f})"), (1 / VOCAB, f"random guess (1/{VOCAB})")],
+                       ylim=(0, 1.05), title="Without positions a model sees only a bag of tokens",
+                       save=out_dir / "accuracy.png")
+    plots.sweep_panels(shifts, {"Shift all positions: RoPE's logits do not move": {
+        name: np.maximum(err, 1e-9) for name, err in errors.items()}}, xlabel="shift added to every position",
+        ylabels={"Shift all positions: RoPE's logits do not move": "max |logit change| / max |logit|"},
+        log_x=10, log_y=["Shift all positions: RoPE's logits do not move"], panel=(6.0, 3.6),
+        save=out_dir / "rope_shift.png")
+    plots.attention_grid(maps, labels, cell=3.0, title="Head 0 of each one-layer model: who looks at the previous token?",
+                         save=out_dir / "maps.png")
+    return ["accuracy.png", "rope_shift.png", "maps.png"]
 
 
 def _labels(tokens) -> list[str]:
@@ -241,18 +211,34 @@ def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/positions
     result.claim("rope_relative", "RoPE: shifting all positions by up to 256 changes the logits by < 1e-5 (relative)",
                  errors["RoPE"][shifts <= 256].max(), "<", 1e-5)
 
-    _accuracy_figure({p: result.metrics[f"position={p}"] for p in POSITIONS}, ceiling,
-                     out_dir / "accuracy.png")
-    _shift_figure(shifts, errors, out_dir / "rope_shift.png")
     test = previous_token_task(jax.random.key(10_000 + seed), 4)
-    labels = _labels(test["tokens"][0])
     maps = {f"position={p}": capture_attention(models[p], test["tokens"])["blocks.0.attn"][:, :1]
             for p in ("none", "learned", "rope", "alibi")}  # head 0 of each model (ALiBi: its steepest slope)
-    plots.attention_grid(maps, labels, cell=3.0, title="Head 0 of each one-layer model: who looks at the previous token?",
-                         save=out_dir / "maps.png")
-    result.figures += ["accuracy.png", "rope_shift.png", "maps.png"]
+    result.figures += figures({p: result.metrics[f"position={p}"] for p in POSITIONS}, ceiling, shifts, errors,
+                              maps, _labels(test["tokens"][0]), out_dir)
     return result
 
+
+# %% [markdown]
+# ## References: what the papers report, what this toy shows
+# - **Vaswani et al. (2017)**, *Attention Is All You Need* (sinusoidal positions) and
+#   learned absolute positions (GPT-2, BERT): added to the embeddings, they solve the
+#   previous-token task here (accuracy 1.00) but break when every position moves by 16
+#   (accuracy 0.18 learned, 0.13 sinusoidal; quick, seed 0): absolute codes are not
+#   relative.
+# - **Su et al. (2021)**, *RoFormer: Enhanced Transformer with Rotary Position Embedding*.
+#   The relative property <R(p)q, R(r)k> = <q, R(r-p)k> is exact maths; we measure it
+#   numerically (`position_shift_error`, the paper's identity, no proxy): 0 to float32
+#   rounding at shifts up to 4096, and the trained RoPE model's logits do not change when
+#   all positions move by 16 (accuracy 1.00 before and after).
+# - **Press, Smith & Lewis (2022)**, *Train Short, Test Long: Attention with Linear Biases
+#   Enables Input Length Extrapolation*, ICLR. They report length extrapolation on language
+#   modelling; here we only show that ALiBi solves the task (0.98) and is shift invariant.
+#   Length generalisation is not measured in this lesson.
+# - **Haviv et al. (2022)**, *Transformer Language Models without Positional Encodings Still
+#   Learn Positional Information*: with >= 2 causal layers order leaks through the mask.
+#   With one layer and no positions the model stays at the bag-of-tokens ceiling (0.22
+#   measured vs 0.22 derived, seed 0), as the lesson's argument predicts.
 
 # %% [markdown]
 # ## What to take away
@@ -267,35 +253,6 @@ def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/positions
 # causal model learn from its mask alone (Haviv et al. 2022)? (2) ALiBi with 2 heads (slopes
 # 1/16 and 1/256): what happens? (3) Ask for the token 3 positions back: which schemes still
 # work with one layer, and why not ALiBi? (4) Copy a sequence (`tinytf.data.copy_task`).
-
-# %% [markdown]
-# ## References: what the papers report, what this toy shows
-#
-# - **Vaswani et al. (2017). Attention Is All You Need. NeurIPS.** Adds fixed sinusoids of geometric
-#   wavelengths to the token embeddings because attention alone ignores order; they found learned
-#   position embeddings gave nearly the same results and kept sinusoids in the hope of extrapolating to
-#   longer inputs. Learned absolute positions are the GPT-2 / BERT choice (Radford et al. 2019;
-#   Devlin et al. 2019). Here (quick mode, seed 0) both solve "name the previous token" (accuracy 1.0),
-#   but with every position shifted by 16 (positions never trained) they fall to ~0.18 (learned) and
-#   ~0.13 (sinusoidal), below the no-position model.
-# - **Su et al. (2021). RoFormer: Enhanced Transformer with Rotary Position Embedding. arXiv 2104.09864
-#   (Neurocomputing 2024).** Rotates queries and keys by position-proportional angles so the logit
-#   depends only on the offset, and reports gains on translation, GLUE and long Chinese documents (the
-#   exact scores are not verified here). We check the paper's defining identity directly: shifting all
-#   positions by up to 256 moves the logits by ~2e-6 (relative), and the trained RoPE model keeps
-#   accuracy 1.0 after the shift.
-# - **Press, Smith & Lewis (2022). Train Short, Test Long: Attention with Linear Biases Enables Input
-#   Length Extrapolation. ICLR.** ALiBi adds a fixed per-head penalty -m_h |i - j| to the logits and no
-#   position embedding. Their metric is perplexity on inputs longer than in training: a 1.3B model
-#   trained on 1024 tokens matches, at 2048, a sinusoidal model trained on 2048, while training 11%
-#   faster with 11% less memory. We do not test longer inputs; we test the shift (a proxy for "unseen
-#   positions"): ALiBi's accuracy (~0.98) is unchanged after it.
-# - **Haviv, Ram, Press, Izsak & Levy (2022). Transformer Language Models without Positional Encodings
-#   Still Learn Positional Information. Findings of EMNLP.** Causal LMs with no positional encoding
-#   reach perplexity close to models with one, and probes recover absolute position from their
-#   activations; they conjecture the causal mask lets a token count its predecessors. Our lesson uses
-#   one layer, where this cannot happen: the no-position model sits at the bag-of-tokens ceiling
-#   (0.22, quick mode, seed 0); the exercise with two layers is where the paper's effect can appear.
 
 # %% tags=["parameters"]
 # Run settings (papermill's "parameters" cell). As a script, the command line overrides them:

@@ -403,7 +403,7 @@ def panels(runs, names, specs, suptitle: str, path: Path) -> None:
     """One row of bar panels; specs = [(ylabel, title, {metric: legend label})]."""
     fig = Figure(figsize=(4.6 * len(specs), 4.6), dpi=100, layout="constrained")
     for ax, (ylabel, title, keys) in zip(fig.subplots(1, len(specs), squeeze=False)[0], specs):
-        plots.grouped_bars({n: {label: per_seed(runs, n, k) for k, label in keys.items()} for n in names},
+        plots.seed_bars({n: {label: per_seed(runs, n, k) for k, label in keys.items()} for n in names},
                            ylabel=ylabel, title=title, ax=ax)
     fig.suptitle(suptitle)
     fig.savefig(path)
@@ -442,9 +442,9 @@ def streaming_figure(runs, path: Path) -> None:
                            xlabel="position in the stream", ylabel="NLL (nats, mean over 16-token bins)",
                            title=f"Baseline along the stream (cache of {WINDOW})", ax=ax1, vline=SEQ_LEN,
                            vline_label="training length")
-    plots.grouped_bars({n: {"cost": per_seed(runs, n, "eviction cost")} for n in names},
+    plots.seed_bars({n: {"cost": per_seed(runs, n, "eviction cost")} for n in names},
                        ylabel="NLL(window) - NLL(window + BOS)", title="What evicting BOS costs", ax=ax2)
-    plots.grouped_bars({n: {"BOS kept": per_seed(runs, n, "H window+BOS"), "BOS evicted": per_seed(runs, n, "H window")}
+    plots.seed_bars({n: {"BOS kept": per_seed(runs, n, "H window+BOS"), "BOS evicted": per_seed(runs, n, "H window")}
                         for n in names}, ylabel="dormant-row entropy, AD layer (nats)", title="Evicting BOS spreads "
                        "the dormant rows", ax=ax3)
     fig.suptitle("StreamingLLM on Bigram-Backcopy: a window cache with and without the first token"

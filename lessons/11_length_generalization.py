@@ -107,7 +107,7 @@ def train(position: str, seed: int, steps: int, attention=None) -> CausalLM:
     config = LMConfig(vocab_size=V, d_model=64, num_layers=2, num_heads=4, max_len=8 * L, position=position, **extra)
     model = CausalLM(config, rngs=nnx.Rngs(seed))
     data = functools.partial(skip_gram_language, batch_size=BATCH, length=L)
-    fit(model, data, steps=steps, loss_fn=make_loss(), learning_rate=LR, seed=seed, progress=False)
+    fit(model, data, steps=steps, loss_fn=make_loss(), learning_rate=LR, seed=seed)
     return model
 
 
@@ -116,7 +116,7 @@ def interpolate(trained: CausalLM, seed: int, steps: int, factor: int) -> Causal
     model = nnx.clone(trained)
     data = functools.partial(skip_gram_language, batch_size=FT_BATCH, length=factor * L)
     fit(model, data, steps=steps, loss_fn=make_loss(1 / factor), learning_rate=LR / 3, warmup=0.1,
-        seed=seed + 7, progress=False)
+        seed=seed + 7)
     return model
 
 

@@ -11,7 +11,7 @@ the configuration), so training data can be made inside a ``lax.scan`` training 
     batch = jax.jit(sample)(jax.random.key(0))  # tokens, targets, loss_mask
 
 Modules, in reading order:
-- ``sequences``: ``copy_task``, ``associative_recall``, ``needle_haystack``,
+- ``sequences``: ``copy_task``, ``variable_copy_task``, ``associative_recall``, ``needle_haystack``,
   ``make_bigram_backcopy_task`` / ``sample_bigram_backcopy``, ``counting_task``;
 - ``shapes``: ``shapes_classification``, ``shapes_detection``, ``bars_watermark``,
   ``feature_map_detection`` (synthetic DETR feature grids) and the drawing/box helpers;
@@ -33,6 +33,7 @@ from tinytf.data.sequences import (
     make_bigram_backcopy_task,
     needle_haystack,
     sample_bigram_backcopy,
+    variable_copy_task,
 )
 from tinytf.data.shapes import (
     SHAPE_NAMES,
@@ -59,6 +60,7 @@ __all__ = [
     "bars_watermark",
     "boxes_to_pixels",
     "copy_task",
+    "variable_copy_task",
     "counting_task",
     "feature_map_detection",
     "load_digits",

@@ -115,6 +115,46 @@ def copy_task(key, *, batch_size: int, length: int = 16, vocab_size: int = 64, b
     }
 
 
+def variable_copy_task(key, *, batch_size: int, min_length: int = 6, max_length: int = 16,
+                       vocab_size: int = 64) -> dict[str, jax.Array]:
+    """Two copies of L distinct random tokens, L drawn per sequence, then padding.
+
+    Because L varies from sequence to sequence, no head can predict the second copy by
+    looking a fixed distance back: the model has to find the earlier occurrence of the
+    current token by content and copy the token after it, which is what an induction
+    head does (Olsson et al. 2022, "In-context learning and induction heads").
+
+    Args:
+      key: a JAX random key.
+      batch_size: B.
+      min_length, max_length: L is uniform in [min_length, max_length]; T = 2 max_length.
+      vocab_size: V; tokens from [0, V), padding is id V (the model needs V + 1 embeddings).
+
+    Returns:
+      dict with ``tokens (B, T) int32`` (copy 1 at 0..L-1, copy 2 at L..2L-1, then V),
+      ``targets`` (the next token), ``loss_mask (B, T) bool`` (True where the target is
+      token 1..L-1 of the second copy: the first token of a copy cannot be predicted) and
+      ``length (B,) int32``.
+    """
+    check_key(key)
+    batch_size = check_int("batch_size", batch_size, low=1)
+    min_length = check_int("min_length", min_length, low=1)
+    max_length = check_int("max_length", max_length, low=min_length)
+    vocab_size = check_int("vocab_size", vocab_size, low=2)
+    if vocab_size < max_length:
+        raise ValueError(f"vocab_size={vocab_size} < max_length={max_length}: the tokens of a copy are distinct, "
+                         "so expected vocab_size >= max_length")
+    k_len, k_tok = jax.random.split(key)
+    length = jax.random.randint(k_len, (batch_size, 1), min_length, max_length + 1)  # (B, 1)
+    first = _random_subset(k_tok, batch_size, vocab_size, max_length)  # (B, max L) distinct tokens
+    T = 2 * max_length
+    t = jnp.arange(T)[None]  # (1, T)
+    tokens = jnp.where(t < 2 * length, jnp.take_along_axis(first, t % length, axis=1), vocab_size).astype(jnp.int32)
+    loss_mask = (t >= length) & (t < 2 * length - 1)  # targets are second-copy tokens 1..L-1
+    return {"tokens": tokens, "targets": _next_token_targets(tokens), "loss_mask": loss_mask,
+            "length": length[:, 0].astype(jnp.int32)}
+
+
 # ----------------------------------------------------------------------------------------------
 # 2. Associative recall
 # ----------------------------------------------------------------------------------------------

@@ -13,12 +13,18 @@ Read in this order:
   queries.py     — the DETR checklist: query-map cosine / JS, query embeddings,
                    positional-code aliasing                        [detr-queries]
   heads.py       — head importance, masking and pruning curves     [heads]
+  circuits.py    — previous-token and induction head scores        [heads]
+  stability.py   — attention_watch: max logit and entropy during training [entropy-collapse]
   attribution.py — attention rollout, grad x input, deletion / AOPC,
                    Kendall tau, precision@k                        [vit-attention]
+  positions.py   — is a position code relative? (shift every position) [positions]
+  scaling.py     — why 1/sqrt(d): normaliser saturation vs head dim;
+                   permutation equivariance                        [attention-basics]
   sinks.py       — the active/dormant head, massive activations, value norms [attention-sinks]
   streaming.py   — NLL and row entropy under KV-cache policies (StreamingLLM) [attention-sinks]
 """
 
+from tinytf.diagnostics.circuits import copy_head_scores
 from tinytf.diagnostics.attribution import (
     aopc,
     attention_rollout,
@@ -29,12 +35,15 @@ from tinytf.diagnostics.attribution import (
     precision_at_k,
 )
 from tinytf.diagnostics.heads import (
+    compare_pruning_orders,
     head_gates,
     head_importance,
     head_mask,
     importance_order,
+    jitted_metric,
     prune_heads,
     pruning_curve,
+    pruning_summary,
     set_head_mask,
 )
 from tinytf.diagnostics.maps import (
@@ -58,9 +67,12 @@ from tinytf.diagnostics.queries import (
     sine_2d_frequencies,
     sine_pe_aliasing,
 )
+from tinytf.diagnostics.positions import position_shift_error
 from tinytf.diagnostics.representations import rank_residual, singular_values
-from tinytf.diagnostics.similarity import cross_layer_similarity, js_divergence
+from tinytf.diagnostics.scaling import logit_scale_sweep, normalizer_row_stats, permutation_equivariance_error
+from tinytf.diagnostics.similarity import adjacent_layer_js, cross_layer_similarity, js_divergence
 from tinytf.diagnostics.sinks import active_dormant_head, lm_states, massive_activations, value_norm_ratio
+from tinytf.diagnostics.stability import attention_watch
 from tinytf.diagnostics.streaming import streaming_report
 
 
@@ -74,4 +86,8 @@ __all__ = [
     "precision_at_k", "prune_heads", "pruning_curve", "query_embedding_diversity",
     "query_map_similarity", "rank_residual", "set_head_mask", "sine_2d_frequencies",
     "sine_pe_aliasing", "singular_values", "sink_rate", "sink_scores", "streaming_report", "value_norm_ratio",
+    # circuits.py, heads.py, similarity.py, positions.py, scaling.py, stability.py
+    "attention_watch", "copy_head_scores", "compare_pruning_orders", "jitted_metric", "pruning_summary",
+    "adjacent_layer_js", "position_shift_error", "logit_scale_sweep", "normalizer_row_stats",
+    "permutation_equivariance_error",
 ]

@@ -17,7 +17,8 @@ shape (N,), ones by default (`tinytf.nn.HeadGate`). Layers are named by their
 module path ("blocks.0.attn"), like `capture_attention`'s keys.
 
 Reading order: `head_gates`, `set_head_mask`, `head_mask` (context manager),
-`head_importance`, `importance_order`, `prune_heads`, `pruning_curve`.
+`head_importance`, `importance_order`, `prune_heads`, `pruning_curve`,
+`jitted_metric`, `compare_pruning_orders`, `pruning_summary`.
 """
 
 from __future__ import annotations
@@ -325,3 +326,82 @@ def _iterative_curve(model, eval_fn, fractions, estimate, gate_type) -> np.ndarr
             set_head_mask(model, _masks_for(model, pruned, gate_type), gate_type=gate_type)
         values.append(float(eval_fn(model)))
     return np.asarray(values)
+
+
+def jitted_metric(model, metric_fn: Callable, batch) -> Callable:
+    """model -> float(metric_fn(model, batch)), jitted once; gates are state, so pruning never recompiles.
+
+    Args:
+      model: the NNX model (its graph is fixed here; its state is read at each call).
+      metric_fn: (model, batch) -> scalar, e.g. accuracy on a held-out batch.
+      batch: the batch it is evaluated on.
+
+    Returns:
+      A function model -> float, to pass as `eval_fn` to `pruning_curve`.
+    """
+    graphdef, _ = nnx.split(model)
+    run = jax.jit(lambda state, batch: metric_fn(nnx.merge(graphdef, state), batch))
+    return lambda m: float(run(nnx.state(m), batch))
+
+def compare_pruning_orders(model, eval_fn: Callable, loss_fn: Callable, batches, *, num_random: int = 5,
+                           seed: int = 0, gate_type=None) -> dict:
+    """Pruning curves of the four orders Michel et al. (2019) compare, one head at a time.
+
+    Orders: "importance, one-shot" (least important first, importance estimated once),
+    "importance, iterative" (re-estimated after every removal), "reverse (most
+    important first)" and "random order" (`num_random` orders, all returned).
+
+    Args:
+      model, eval_fn, loss_fn, batches, gate_type: as in `pruning_curve` (loss_fn
+        per example, batches a list).
+      num_random, seed: the random orders.
+
+    Returns:
+      {"fractions": (H+1,) 0, 1/H, ..., 1 for H heads, "importance": the one-shot
+      `head_importance`, "curves": {order: (H+1,) or (num_random, H+1) for random}}.
+    """
+    importance = head_importance(model, loss_fn, batches, gate_type=gate_type)
+    n_heads = sum(int(np.size(v)) for v in importance.values())
+    fractions = np.arange(n_heads + 1) / n_heads
+    common = dict(gate_type=gate_type)
+    curves = {
+        "importance, one-shot": pruning_curve(model, eval_fn, "importance", fractions, importance=importance, **common),
+        "importance, iterative": pruning_curve(model, eval_fn, "iterative", fractions, loss_fn=loss_fn,
+                                               batches=batches, **common),
+        "reverse (most important first)": pruning_curve(model, eval_fn, "reverse", fractions, importance=importance,
+                                                        **common),
+        "random order": pruning_curve(model, eval_fn, "random", fractions, num_random=num_random, seed=seed,
+                                      return_all=True, **common),
+    }
+    return {"fractions": fractions, "importance": importance, "curves": curves}
+
+def pruning_summary(fractions, curve, *, full: float | None = None, tol: float = 0.02, at: float = 0.5) -> dict:
+    """Three numbers that summarise a pruning curve (Michel et al. 2019's accuracy vs heads pruned).
+
+    Math: AUC = trapezoid area under metric(fraction) (over [0, 1] it is on the metric's
+    scale); the value at the fraction nearest `at`; and the *plateau*: the largest
+    fraction pruned up to which the metric stays >= full - tol at every step.
+
+    Args:
+      fractions: (K,) ascending fractions of heads pruned, from 0.
+      curve: (K,) metric per fraction, or (runs, K) (e.g. random orders: their mean is used).
+      full: the unpruned metric (default: the curve's value at fraction 0).
+      tol: how far below `full` still counts as "no loss". at: where to read the curve.
+
+    Returns:
+      {"AUC": float, "acc @{at}": float (e.g. "acc @50%"), "plateau": float}.
+    """
+    fr = np.asarray(fractions, np.float64)
+    y = np.asarray(curve, np.float64)
+    y = y.mean(0) if y.ndim == 2 else y
+    if fr.ndim != 1 or y.shape != fr.shape or fr.size < 2:
+        raise ValueError(f"curve has shape {np.shape(curve)} and fractions {fr.shape}: expected (K,) or (runs, K) "
+                         "with K >= 2 fractions")
+    if np.any(np.diff(fr) <= 0):
+        raise ValueError(f"fractions must be strictly ascending, got {fr.tolist()}")
+    full = float(y[0]) if full is None else float(full)
+    ok = y >= full - tol
+    first_failure = len(ok) if ok.all() else int(np.argmin(ok))
+    return {"AUC": float(np.sum((y[1:] + y[:-1]) * np.diff(fr)) / 2),
+            f"acc @{at:.0%}": float(y[int(np.argmin(np.abs(fr - at)))]),
+            "plateau": float(fr[max(first_failure - 1, 0)])}

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from tinytf.diagnostics.common import as_layers, cosine, xlogx
 
@@ -74,3 +75,29 @@ def cross_layer_similarity(maps, *, layers: Sequence[str] | None = None) -> dict
     flat = mean_maps.reshape(L, B, -1)  # (L, B, T*S)
     cos = cosine(flat[:, None], flat[None, :]).mean(-1)  # (L, L)
     return {"layers": [n for n, _ in items], "js": js, "cosine": cos}
+
+
+def adjacent_layer_js(maps, *, layers: Sequence[str] | None = None) -> dict:
+    """JS divergence between adjacent layers' head-averaged maps, and the same against another input.
+
+    Math: same[l] = mean_{b, i} JS(Abar_l[b, i, :], Abar_{l+1}[b, i, :]); other[l] uses
+    Abar_{l+1}[b - 1] (the next layer's map of *another* example, np.roll over the batch)
+    as a control: maps that are alike only because every input gives the same
+    positional pattern score as low on the control as on the same input
+    (Xiao et al. 2019; Bhojanapalli et al. 2021).
+
+    Args:
+      maps: {layer: (B, N, T, S)} or a list of maps, all with the same (B, T, S), B >= 2.
+      layers: optional subset/order of layer names.
+
+    Returns:
+      {"same input": (L-1,) array, "other input": (L-1,) array}.
+    """
+    items = as_layers(maps, layers=layers)
+    if len(items) < 2 or items[0][1].shape[0] < 2:
+        raise ValueError(f"adjacent_layer_js needs >= 2 layers and >= 2 examples, got {len(items)} layer(s) of shape "
+                         f"{tuple(items[0][1].shape)}")
+    mean_maps = [np.asarray(w, np.float32).mean(1) for _, w in items]  # [(B, T, S)] head-averaged
+    same = [float(js_divergence(a, b).mean()) for a, b in zip(mean_maps, mean_maps[1:])]
+    other = [float(js_divergence(a, np.roll(b, 1, axis=0)).mean()) for a, b in zip(mean_maps, mean_maps[1:])]
+    return {"same input": np.asarray(same), "other input": np.asarray(other)}

@@ -14,8 +14,10 @@ Reading order:
               (boxes and every query's map);
   curves.py — `metric_curves` (vs training step), `length_curves` (vs sequence
               length), `pruning_curves`, `deletion_curves`, `rank_vs_depth`;
-  conditions.py — `grouped_bars`, `condition_curves` (a baseline and its fixes over
+  conditions.py — `seed_bars`, `condition_curves` (a baseline and its fixes over
               several seeds: mean, min-max spread only with >= 2 seeds).
+  panels.py — `sweep_panels` (metrics vs a swept parameter), `query_rows`,
+              `annotated_heatmap`, `heatmap_panels`, `grouped_bars`, `layer_similarity`, `run_curves`.
 """
 
 import sys
@@ -32,8 +34,19 @@ from tinytf.plots.curves import (  # noqa: E402
     pruning_curves,
     rank_vs_depth,
 )
-from tinytf.plots.conditions import condition_curves, grouped_bars  # noqa: E402
+from tinytf.plots.conditions import condition_curves, seed_bars  # noqa: E402
 from tinytf.plots.maps import attention_grid, attention_on_image, detr_queries  # noqa: E402
+from tinytf.plots.panels import (  # noqa: E402
+    annotated_heatmap,
+    grouped_bars,
+    heatmap_panels,
+    layer_similarity,
+    query_rows,
+    run_curves,
+    sweep_panels,
+)
 
 __all__ = ["attention_grid", "attention_on_image", "detr_queries", "metric_curves", "length_curves",
-           "pruning_curves", "deletion_curves", "rank_vs_depth", "grouped_bars", "condition_curves"]
+           "pruning_curves", "deletion_curves", "rank_vs_depth", "condition_curves", "seed_bars",
+           "sweep_panels", "query_rows", "annotated_heatmap", "heatmap_panels", "grouped_bars",
+           "layer_similarity", "run_curves"]

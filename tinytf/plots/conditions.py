@@ -8,7 +8,7 @@ are at least two seeds, stating n in the legend or title. Legends sit outside th
 below them, so they never cover a bar or a curve. Pass `ax=` to draw into one panel of a
 larger figure; the functions return the Figure either way.
 
-Reading order: `grouped_bars`, then `condition_curves`.
+Reading order: `seed_bars`, then `condition_curves`.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def _runs(values, name: str) -> np.ndarray:
     return v
 
 
-def grouped_bars(values: Mapping, *, ylabel: str, title: str, ax=None, save=None, rotation: float = 25,
+def seed_bars(values: Mapping, *, ylabel: str, title: str, ax=None, save=None, rotation: float = 25,
                  legend: bool | None = None) -> Figure:
     """One group of bars per condition, one bar per measured quantity: the mean over seeds.
 
@@ -124,4 +124,4 @@ def condition_curves(x, curves: Mapping, *, xlabel: str, ylabel: str, title: str
     return finish(fig, save)
 
 
-__all__ = ["grouped_bars", "condition_curves"]
+__all__ = ["seed_bars", "condition_curves"]

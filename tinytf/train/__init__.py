@@ -1,7 +1,7 @@
 """Training: ``fit`` and what it needs, one concept per file.
 
 Reading order:
-  losses.py      — ``cross_entropy`` and ``accuracy``, masked, in float32;
+  losses.py      — ``cross_entropy``, ``accuracy`` and ``z_loss``, masked, in float32;
   optim.py       — ``make_optimizer``: AdamW + warmup/cosine schedule + clipping;
   history.py     — ``History``: what fit records;
   checkpoints.py — orbax save / restore;
@@ -13,7 +13,8 @@ Reading order:
 from tinytf.train.distributed import host_values, initialize_distributed
 from tinytf.train.history import History
 from tinytf.train.loop import fit
-from tinytf.train.losses import accuracy, cross_entropy
+from tinytf.train.losses import accuracy, cross_entropy, z_loss
 from tinytf.train.optim import make_optimizer, make_schedule
 
-__all__ = ["fit", "initialize_distributed", "host_values", "History", "make_optimizer", "make_schedule", "cross_entropy", "accuracy"]
+__all__ = ["fit", "initialize_distributed", "host_values", "History", "make_optimizer", "make_schedule",
+           "cross_entropy", "accuracy", "z_loss"]
