@@ -77,16 +77,25 @@ def sweep_panels(x, panels: Mapping[str, Mapping[str, object]], *, xlabel: str, 
                     raise ValueError(f"bands[{name!r}][{label!r}] has shapes {low.shape}, {high.shape}: expected "
                                      f"{xs.shape} to match x")
                 ax.fill_between(xs, low, high, color=_PALETTE[i % 10], alpha=0.2)
-        if hlines and name in hlines:
-            ax.axhline(hlines[name][0], color="grey", ls="--", lw=1, label=hlines[name][1])
         if log_x:
             ax.set_xscale("log", base=log_x)
-        if name in log_y:
-            ax.set_yscale("log")
-        ax.set_xlabel(xlabel + (" (log scale)" if log_x else ""))
-        ax.set_ylabel((ylabels or {}).get(name, name))
-        ax.set_title(name, fontsize=10)
-        ax.grid(alpha=0.3)
+        _dress_panel(ax, name, hlines, "--", log_y, xlabel + (" (log scale)" if log_x else ""), ylabels)
+    return _close_panels(fig, axes, title, save)
+
+
+def _dress_panel(ax, name, hlines, hline_style, log_y, xlabel, ylabels) -> None:
+    """A panel's reference line, y scale, labels, title and grid (shared by the panel figures)."""
+    if hlines and name in hlines:
+        ax.axhline(hlines[name][0], color="grey", ls=hline_style, lw=1, label=hlines[name][1])
+    if name in log_y:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel((ylabels or {}).get(name, name))
+    ax.set_title(name, fontsize=10)
+    ax.grid(alpha=0.3)
+
+
+def _close_panels(fig, axes, title, save) -> Figure:
     _legend_below(fig, axes)
     if title:
         fig.suptitle(title)
@@ -284,18 +293,8 @@ def run_curves(panels: Mapping[str, Mapping[str, Sequence]], *, styles: Mapping[
                                      "two 1-D arrays of the same length")
                 ax.plot(x, y, color=_PALETTE[c % 10], ls=style.get("ls", "-"), lw=1.4, alpha=0.9 if k == 0 else 0.4,
                         label=label if k == 0 else None)
-        if hlines and name in hlines:
-            ax.axhline(hlines[name][0], color="grey", ls=":", lw=1, label=hlines[name][1])
-        if name in log_y:
-            ax.set_yscale("log")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel((ylabels or {}).get(name, name))
-        ax.set_title(name, fontsize=10)
-        ax.grid(alpha=0.3)
-    _legend_below(fig, axes)
-    if title:
-        fig.suptitle(title)
-    return _finish(fig, save)
+        _dress_panel(ax, name, hlines, ":", log_y, xlabel, ylabels)
+    return _close_panels(fig, axes, title, save)
 
 
 __all__ = ["run_curves", "sweep_panels", "query_rows", "annotated_heatmap", "heatmap_panels", "grouped_bars",
