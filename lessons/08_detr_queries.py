@@ -41,7 +41,6 @@ from pathlib import Path
 import jax
 import numpy as np
 from flax import nnx
-from matplotlib.figure import Figure
 
 from tinytf import plots
 from tinytf.data import feature_map_detection
@@ -228,55 +227,11 @@ def pe_check(result: LessonResult) -> dict[str, np.ndarray]:
 # blue) and black is background.
 
 # %%
-def curves_figure(runs: dict, path: Path) -> None:
-    fig = Figure(figsize=(11, 4), dpi=100)
-    axes = fig.subplots(1, 2)
-    for i, (name, seeds) in enumerate(runs.items()):
-        colour = f"C{i}"
-        steps = sorted(seeds[0])
-        for ax, key in zip(axes, ("pair-cos", "recall")):
-            values = np.array([[r[s][key] for s in steps] for r in seeds])  # (seeds, steps)
-            ax.plot(steps, values.mean(0), marker="o", color=colour, label=name)
-            if len(seeds) > 1:
-                ax.fill_between(steps, values.min(0), values.max(0), color=colour, alpha=0.15)
-    for ax, label in zip(axes, ("pair-cos of query maps (1 = all alike)", "recall (centre within half a cell)")):
-        ax.set_xlabel("training step")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-    axes[0].set_title("Do the queries look at different places?")
-    axes[1].set_title("Do they find the objects?")
-    axes[1].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-
-
-def pe_figure(codes: dict[str, np.ndarray], path: Path) -> None:
-    fig = Figure(figsize=(9, 4), dpi=100)
-    axes = fig.subplots(1, 2)
-    centre = (GRID // 2) * GRID + GRID // 2
-    for ax, (name, pos) in zip(axes, codes.items()):
-        unit = pos / np.linalg.norm(pos, axis=-1, keepdims=True)
-        im = ax.imshow((unit @ unit[centre]).reshape(GRID, GRID), vmin=0, vmax=1, cmap="viridis")
-        ax.set_title(f"{name}\ncosine of each cell's code with cell (4, 4)", fontsize=9)
-        ax.set_xlabel("column")
-        ax.set_ylabel("row")
-        fig.colorbar(im, ax=ax)
-    fig.tight_layout()
-    fig.savefig(path)
-
-
-def scene_image(features: np.ndarray, scale: int = 8) -> np.ndarray:
-    """(g, g, C+1) one-hot features -> (g*scale, g*scale, 3) RGB: class k -> colour k, background black."""
-    colours = np.array([[0.9, 0.2, 0.2], [0.2, 0.8, 0.2], [0.3, 0.4, 1.0], [0.0, 0.0, 0.0]])
-    rgb = colours[np.asarray(features).argmax(-1)]  # (g, g, 3)
-    return np.repeat(np.repeat(rgb, scale, 0), scale, 1)
-
-
 def queries_figure(model: DETR, test, title: str, path: Path) -> None:
     i = int(np.argmax(np.asarray(test["num_objects"]) == OBJECTS))  # the first held-out map with 3 objects
     out, maps = forward_with_maps(model, test["features"])  # the whole held-out batch: already compiled
     prob = np.asarray(jax.nn.softmax(out["logits"][i], axis=-1))[:, :-1]  # (Q, C)
-    plots.detr_queries(scene_image(test["features"][i]), np.asarray(maps[i].mean(0)).reshape(-1, GRID, GRID),
+    plots.detr_queries(plots.feature_map_rgb(test["features"][i]), np.asarray(maps[i].mean(0)).reshape(-1, GRID, GRID),
                        np.asarray(out["boxes"][i]), prob.argmax(-1), prob.max(-1),
                        class_names=["red", "green", "blue"], score_threshold=0.5, title=title, save=path)
 
@@ -300,12 +255,11 @@ def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/detr-quer
             model, curve = train(changes, s, steps, test)
             runs[name].append(curve)
             models.setdefault(name, model)
-        for at in sorted({100, quick_steps, steps}):  # means over seeds; every metric at the last step
+        mean = lambda at, k: float(np.mean([r[at][k] for r in runs[name]]))  # noqa: E731 — over seeds
+        for at in sorted({100, quick_steps, steps}):  # every metric at the last step
             keys = runs[name][0][at] if at == steps else ("pair-cos", "pair-JS", "recall")
-            result.metrics[f"{name} @ {at} steps"] = {k: float(np.mean([r[at][k] for r in runs[name]])) for k in keys}
-        result.metrics[f"{name}: pair-cos by step"] = {f"step {s}": float(np.mean([r[s]["pair-cos"] for r in
-                                                                                   runs[name]]))
-                                                      for s in sorted(runs[name][0])}
+            result.metrics[f"{name} @ {at} steps"] = {k: mean(at, k) for k in keys}
+        result.metrics[f"{name}: pair-cos by step"] = {f"step {s}": mean(s, "pair-cos") for s in sorted(runs[name][0])}
     if quick:  # the symmetry needs no training to see: measure the untrained model
         runs["identical queries"] = [{0: measure(DETR(BASE.replace(**SYMMETRIC["identical queries"]),
                                                       rngs=nnx.Rngs(s)), test)} for s in seeds]
@@ -325,8 +279,13 @@ def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/detr-quer
                         "start as the identity, scaled by 1/sqrt(head dim), and nearby cells have similar codes); at "
                         "step 100 it was ahead of DETR at some seeds and behind at others, so the claim compares the "
                         "mean over the run.")
-    curves_figure({c: r for c, r in runs.items() if len(r[0]) > 1}, out_dir / "query_similarity.png")
-    pe_figure(codes, out_dir / "positional_code.png")
+    trained = {c: r for c, r in runs.items() if len(r[0]) > 1}
+    at = sorted(runs["DETR"][0])
+    panels = {label: {c: [[r[s][key] for s in at] for r in rs] for c, rs in trained.items()} for key, label in
+              (("pair-cos", "pair-cos of query maps (1 = all alike)"), ("recall", "recall (centre within half a cell)"))}
+    plots.condition_curves(at, panels, titles=["Do the queries look at different places?", "Do they find the objects?"],
+                           save=out_dir / "query_similarity.png")
+    plots.code_similarity_maps(codes, (GRID, GRID), save=out_dir / "positional_code.png")
     queries_figure(models["no positions"], test, "Baseline: no positions on the keys — every query looks alike",
                    out_dir / "queries_baseline.png")
     queries_figure(models["conditional, PE for 8x8"], test, "Fixed: conditional spatial query + a code for 8x8",

@@ -13,7 +13,12 @@ Reading order:
               `attention_on_image` (ViT patches, DETR 8x8 grid), `detr_queries`
               (boxes and every query's map);
   curves.py — `metric_curves` (vs training step), `length_curves` (vs sequence
-              length), `pruning_curves`, `deletion_curves`, `rank_vs_depth`.
+              length), `pruning_curves`, `deletion_curves`, `rank_vs_depth`,
+              `condition_curves` (several metrics, one line per condition and seeds);
+  attribution.py — `attribution_maps` (attribution methods side by side on images),
+              `register_use` (token norms, attention to CLS and registers);
+  queries.py — `code_similarity_maps` (does a positional code resolve the grid?),
+              `feature_map_rgb` (a class feature map as a picture).
 """
 
 import sys
@@ -23,7 +28,9 @@ import matplotlib
 if "matplotlib.pyplot" not in sys.modules:  # headless unless the user already chose a pyplot backend
     matplotlib.use("Agg")
 
+from tinytf.plots.attribution import attribution_maps, register_use  # noqa: E402
 from tinytf.plots.curves import (  # noqa: E402
+    condition_curves,
     deletion_curves,
     length_curves,
     metric_curves,
@@ -31,6 +38,8 @@ from tinytf.plots.curves import (  # noqa: E402
     rank_vs_depth,
 )
 from tinytf.plots.maps import attention_grid, attention_on_image, detr_queries  # noqa: E402
+from tinytf.plots.queries import code_similarity_maps, feature_map_rgb  # noqa: E402
 
 __all__ = ["attention_grid", "attention_on_image", "detr_queries", "metric_curves", "length_curves",
-           "pruning_curves", "deletion_curves", "rank_vs_depth"]
+           "pruning_curves", "deletion_curves", "rank_vs_depth", "condition_curves", "code_similarity_maps",
+           "feature_map_rgb", "attribution_maps", "register_use"]
