@@ -14,10 +14,13 @@ Read in this order:
   heads.py       — head importance, masking and pruning curves     (§6)
   attribution.py — attention rollout, grad x input, deletion / AOPC,
                    Kendall tau, precision@k                        (§7)
+  registers.py   — ViT register tokens: token-norm outliers, attention
+                   paid to CLS and registers (Darcet et al. 2024)
 """
 
 from tinytf.diagnostics.attribution import (
     aopc,
+    attention_flow,
     attention_rollout,
     attribution_report,
     deletion_curve,
@@ -55,18 +58,19 @@ from tinytf.diagnostics.queries import (
     sine_2d_frequencies,
     sine_pe_aliasing,
 )
+from tinytf.diagnostics.registers import norm_outliers, register_attention
 from tinytf.diagnostics.representations import rank_residual, singular_values
 from tinytf.diagnostics.similarity import cross_layer_similarity, js_divergence
 
 
 
 __all__ = [
-    "aopc", "attention_entropy", "attention_rollout", "attribution_report", "bos_mass",
+    "aopc", "attention_entropy", "attention_flow", "attention_rollout", "attribution_report", "bos_mass",
     "cross_layer_similarity", "deletion_curve", "detr_query_report",
     "entropy_stats", "grad_times_input", "head_gates", "head_importance", "head_mask",
     "importance_order", "js_divergence", "kendall_tau", "max_attention_logit", "max_logit",
-    "needle_mass", "null_mass", "pairwise_cosine", "pairwise_js", "positional_encoding_similarity",
+    "needle_mass", "norm_outliers", "null_mass", "pairwise_cosine", "pairwise_js", "positional_encoding_similarity",
     "precision_at_k", "prune_heads", "pruning_curve", "query_embedding_diversity",
-    "query_map_similarity", "rank_residual", "set_head_mask", "sine_2d_frequencies",
+    "query_map_similarity", "rank_residual", "register_attention", "set_head_mask", "sine_2d_frequencies",
     "sine_pe_aliasing", "singular_values", "sink_rate", "sink_scores",
 ]

@@ -6,7 +6,7 @@ tokens). Read `lm.py` first; `vit.py` reuses the same blocks on image patches.
 
 from tinytf.models.detr import DETR, DETRConfig
 from tinytf.models.lm import CausalLM, LMConfig, streaming_forward, streaming_nll
-from tinytf.models.vit import PatchEmbed, ViT, ViTConfig
+from tinytf.models.vit import PatchEmbed, ViT, ViTConfig, patchify, unpatchify
 
 __all__ = ["LMConfig", "CausalLM", "streaming_forward", "streaming_nll",
-           "ViTConfig", "ViT", "PatchEmbed", "DETRConfig", "DETR"]
+           "ViTConfig", "ViT", "PatchEmbed", "patchify", "unpatchify", "DETRConfig", "DETR"]
