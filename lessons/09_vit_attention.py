@@ -40,17 +40,15 @@ from pathlib import Path
 import jax
 import numpy as np
 from flax import nnx
-from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
 
 from tinytf import plots
 from tinytf.data import SHAPE_NAMES, shapes_classification
 from tinytf.capture import capture_attention
-from tinytf.diagnostics import (aopc, attention_rollout, deletion_curve, grad_times_input,
-                                kendall_tau, precision_at_k)
+from tinytf.diagnostics import (aopc, attention_rollout, deletion_curve, grad_times_input, kendall_tau,
+                                norm_outliers, precision_at_k, register_attention)
 from tinytf.apps.claims import LessonResult
 from tinytf.apps.lessons import main_for
-from tinytf.models import ViT, ViTConfig
+from tinytf.models import ViT, ViTConfig, patchify, unpatchify
 from tinytf.train import accuracy, cross_entropy, fit
 
 # %% [markdown]
@@ -75,18 +73,11 @@ def loss_fn(model, batch):
     return cross_entropy(logits, batch["labels"]), {"accuracy": accuracy(logits, batch["labels"])}
 
 
-def patchify(images, p: int):
-    """(B, S, S, C) -> (B, P, p*p*C): flattened p x p patches, row-major like the ViT's tokens."""
-    B, S, _, C = images.shape
-    g = S // p
-    return images.reshape(B, g, p, g, p, C).transpose(0, 1, 3, 2, 4, 5).reshape(B, g * g, p * p * C)
-
-
 class LinearPatchEmbed(nnx.Module):
-    """A ViT token = a linear map of a flattened patch (Dosovitskiy et al. 2021).
+    """A ViT token = a linear map of a flattened patch (Dosovitskiy et al. 2021); the recipe's patch embedding.
 
-    The same function as the strided convolution in `tinytf.models.vit.PatchEmbed`, but
-    about 4x faster inside `fit`'s compiled loop on a CPU (XLA's convolution is slow there).
+    The same function as `tinytf.models.PatchEmbed`, whose kernel has the convolution's (p, p, C, D)
+    shape; this (p*p*C, D) one keeps the lesson's numbers (the optimiser sees another parameter shape).
     """
 
     def __init__(self, patch_size: int, channels: int, d_model: int, *, rngs: nnx.Rngs):
@@ -145,13 +136,6 @@ def attributions(model, images, maps, seed: int) -> dict[str, np.ndarray]:
 # cut into patch vectors so that `deletion_curve` can replace whole patches.
 
 # %%
-def unpatchify(patches, p: int):
-    """(B, P, p*p*C) -> (B, S, S, C), the inverse of `patchify`."""
-    B, P, _ = patches.shape
-    g = int(round(P ** 0.5))
-    return patches.reshape(B, g, g, p, p, -1).transpose(0, 1, 3, 2, 4, 5).reshape(B, g * p, g * p, -1)
-
-
 @functools.partial(nnx.jit, static_argnums=2)
 def logits_from_patches(model, patches, p):
     return model(unpatchify(patches, p))
@@ -187,16 +171,15 @@ def measure(model, test, seed: int) -> tuple[dict[str, float], dict[str, np.ndar
     for a, b in (("raw attention", "rollout"), ("raw attention", "|grad x input|"), ("rollout", "|grad x input|")):
         m[f"tau {a} vs {b}"] = float(np.nanmean(kendall_tau(scores[a], scores[b])))
     # Darcet et al. 2024: high-norm outlier patch tokens at the last block's output; who attends to registers.
-    norms = np.linalg.norm(np.asarray(features(model, images)), axis=-1)  # (B, T)
-    patch_norms = norms[:, first:]
-    m["patch norm max / median"] = float(patch_norms.max() / np.median(patch_norms))
-    m["share of patch tokens > 2x median norm"] = float((patch_norms > 2 * np.median(patch_norms)).mean())
+    patch_norms = np.linalg.norm(np.asarray(features(model, images))[:, first:], axis=-1)  # (B, P)
+    outliers = norm_outliers(patch_norms)
+    m["patch norm max / median"], m["share of patch tokens > 2x median norm"] = (outliers["max_over_median"],
+                                                                                 outliers["outlier_share"])
+    names = {"cls_to_cls": "CLS attn on CLS", "cls_to_registers": "CLS attn on registers",
+             "patches_to_registers": "patch attn on registers", "patches_to_cls": "patch attn on CLS"}
     for layer in (0, cfg.num_layers - 1):
-        a = np.asarray(maps[f"blocks.{layer}.attn"]).mean(1)  # (B, T, T) head mean
-        m[f"layer {layer}: CLS attn on CLS"] = float(a[:, 0, 0].mean())
-        m[f"layer {layer}: CLS attn on registers"] = float(a[:, 0, 1:first].sum(-1).mean())
-        m[f"layer {layer}: patch attn on registers"] = float(a[:, first:, 1:first].sum(-1).mean())
-        m[f"layer {layer}: patch attn on CLS"] = float(a[:, first:, 0].mean())
+        use = register_attention(maps, cfg.num_registers, layers=[f"blocks.{layer}.attn"])[f"blocks.{layer}.attn"]
+        m.update({f"layer {layer}: {names[k]}": v for k, v in use.items()})
     return m, {"drops": drops, "scores": scores, "relevant": relevant, "patch_norms": patch_norms,
                "preds": np.asarray(logits.argmax(-1))}
 
@@ -271,66 +254,6 @@ def register_notes(result: LessonResult) -> None:
 # and the deletion curves; the rollout on one image; in full mode the register measurements.
 
 # %%
-def attribution_figure(test, scores: dict[str, np.ndarray], relevant, preds, grid: int, path: Path, *, title: str,
-                       n: int = 4) -> None:
-    methods = [k for k in scores if k != "random"]
-    S = test["images"].shape[1]
-    cell = S // grid
-    fig = Figure(figsize=(2.3 * (len(methods) + 1) + 1.0, 2.3 * n + 0.6), dpi=100, layout="constrained")
-    axes = fig.subplots(n, len(methods) + 1, squeeze=False)
-    for i in range(n):
-        img = np.asarray(test["images"][i])
-        for j, name in enumerate(["input"] + methods):
-            ax = axes[i, j]
-            ax.imshow(img, extent=(0, S, S, 0))
-            if name != "input":
-                s = scores[name][i]
-                shown = ax.imshow((s / s.max()).reshape(grid, grid), cmap="inferno", alpha=0.7, vmin=0, vmax=1,
-                                  extent=(0, S, S, 0), interpolation="nearest")
-            for q in np.flatnonzero(relevant[i]):  # the shape's patches, the ground truth
-                r, c = divmod(q, grid)
-                ax.add_patch(Rectangle((c * cell + 0.3, r * cell + 0.3), cell - 0.6, cell - 0.6, fill=False,
-                                       edgecolor="cyan", lw=1.2))
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(name)
-        axes[i, 0].set_ylabel(f"{SHAPE_NAMES[int(test['labels'][i])]} (predicted {SHAPE_NAMES[int(preds[i])]})",
-                              fontsize=9)
-    fig.colorbar(shown, ax=axes, label="score / largest score in the image", shrink=0.5)
-    fig.suptitle(title)
-    fig.savefig(path)
-
-
-def registers_figure(norms: dict[str, np.ndarray], metrics: dict[str, dict[str, float]], path: Path) -> None:
-    fig = Figure(figsize=(12, 4.2), dpi=100, layout="constrained")
-    ax_h, ax_b = fig.subplots(1, 2, width_ratios=(1, 1.4))
-    for name, v in norms.items():
-        ax_h.hist((v / np.median(v)).ravel(), bins=40, range=(0, 3), histtype="step", lw=1.5, label=name)
-    ax_h.axvline(2, color="grey", ls="--", lw=1, label="2x median (outlier line)")
-    ax_h.set_yscale("log")
-    ax_h.set_xlabel("patch-token norm / median (last block output)")
-    ax_h.set_ylabel("number of tokens")
-    ax_h.set_title("Patch-token norms (Darcet et al.'s outliers: far right)")
-    ax_h.legend(fontsize=8)
-    keys = {"CLS attn on CLS": "CLS -> CLS", "patch attn on CLS": "patches -> CLS",
-            "CLS attn on registers": "CLS -> registers", "patch attn on registers": "patches -> registers"}
-    xs, width, i = np.arange(len(keys)), 0.2, 0
-    for cond in ("2 layers", "2 layers + 4 registers"):
-        for layer in (0, 1):
-            bars = ax_b.bar(xs + (i - 1.5) * width, [metrics[cond][f"layer {layer}: {k}"] for k in keys], width,
-                            label=f"{cond}, layer {layer}", hatch="//" if layer else None)
-            ax_b.bar_label(bars, fmt="%.2f", fontsize=7)
-            i += 1
-    ax_b.axhline(4 / 21, color="grey", ls="--", lw=1, label="uniform share of 4 registers (4/21)")
-    ax_b.set_xticks(xs, list(keys.values()))
-    ax_b.set_ylabel("attention mass (head mean)")
-    ax_b.set_ylim(0, 1.4 * max(ax_b.get_ylim()[1], 4 / 21))
-    ax_b.set_title("Attention to the class token and to the registers")
-    ax_b.legend(fontsize=7, ncol=2, loc="upper left")
-    fig.savefig(path)
-
-
 def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/vit-attention", variant=None) -> LessonResult:
     """Train 2- and 4-layer ViTs (1 seed quick; 3 seeds and the register model full), measure, claim, draw."""
     out_dir = Path(out_dir)
@@ -366,9 +289,11 @@ def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/vit-atten
     for cond in ("2 layers", "4 layers"):
         name = cond.replace(" ", "")
         first = extras[cond][0]
-        attribution_figure(test, first["scores"], first["relevant"], first["preds"], CONFIGS[cond].grid,
-                           out_dir / f"attributions_{name}.png", title=f"{cond}: which patches does each method "
-                           "point at? (cyan: patches the shape covers)")
+        labels = [f"{SHAPE_NAMES[int(y)]} (predicted {SHAPE_NAMES[int(p)]})" for y, p in zip(test["labels"], first["preds"])]
+        plots.attribution_maps(test["images"], {k: v for k, v in first["scores"].items() if k != "random"},
+                               CONFIGS[cond].grid, relevant=first["relevant"], row_labels=labels[:4],
+                               title=f"{cond}: which patches does each method point at? (cyan: patches the shape "
+                               "covers)", save=out_dir / f"attributions_{name}.png")
         curves = {k: np.stack([e["drops"][k] for e in extras[cond]]) for k in first["drops"]}
         plots.deletion_curves(KS, curves, title=f"Deleting the top-k patches of each attribution ({cond})",
                               save=out_dir / f"deletion_{name}.png")
@@ -383,8 +308,11 @@ def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/vit-atten
         result.claim("no_high_norm_tokens_at_toy_scale", "no Darcet-style high-norm tokens at this scale: share of "
                      "patch tokens with norm > 2x the median < 0.01, with and without registers", outliers, "<", 0.01)
         register_notes(result)
-        registers_figure({c: np.concatenate([e["patch_norms"] for e in extras[c]]) for c in ("2 layers", reg)},
-                         result.metrics, out_dir / "registers.png")
+        bars = {"CLS attn on CLS": "CLS -> CLS", "patch attn on CLS": "patches -> CLS",
+                "CLS attn on registers": "CLS -> registers", "patch attn on registers": "patches -> registers"}
+        plots.register_use({c: np.concatenate([e["patch_norms"] for e in extras[c]]) for c in ("2 layers", reg)},
+                           {f"{c}, layer {i}": {v: result.metrics[c][f"layer {i}: {k}"] for k, v in bars.items()}
+                            for c in ("2 layers", reg) for i in (0, 1)}, uniform=4 / 21, save=out_dir / "registers.png")
         result.figures.append("registers.png")
     else:
         result.notes.append("Registers (Darcet et al.) are measured in full mode (quick=False).")
