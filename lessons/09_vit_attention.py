@@ -44,12 +44,13 @@ from flax import nnx
 from tinytf import plots
 from tinytf.data import SHAPE_NAMES, shapes_classification
 from tinytf.capture import capture_attention
-from tinytf.diagnostics import (aopc, attention_rollout, deletion_curve, grad_times_input, kendall_tau,
+from tinytf.diagnostics import (aopc, attention_flow, attention_rollout, deletion_curve, grad_times_input, kendall_tau,
                                 norm_outliers, precision_at_k, register_attention)
 from tinytf.apps.claims import LessonResult
 from tinytf.apps.lessons import main_for
 from tinytf.models import ViT, ViTConfig, patchify, unpatchify
 from tinytf.train import accuracy, cross_entropy, fit
+from tinytf.variants import get_variant
 
 # %% [markdown]
 # ## The smallest code: a tiny ViT on shapes among clutter
@@ -66,6 +67,7 @@ CONFIGS = {"2 layers": ViTConfig.tiny16(image_size=32, patch_size=8, num_classes
            "4 layers": ViTConfig.tiny16(image_size=32, patch_size=8, num_classes=4, num_layers=4)}
 STEPS, BATCH, LR, WD = 500, 64, 3e-3, 0.01
 KS = np.arange(1, 9)  # delete up to half of the 16 patches
+FLOW_IMAGES = 64  # attention flow costs ~1 ms per (image, token): it is measured on the first 64 test images
 
 
 def loss_fn(model, batch):
@@ -103,6 +105,12 @@ def train(config: ViTConfig, seed: int) -> ViT:
 # - **rollout**: the class token's row of the rollout (`attention_rollout`);
 # - **|grad x input|**: gradient of the predicted logit times the patch token, summed
 #   over features (`grad_times_input` on `ViT.embed` / `forward_from_embeddings`).
+#
+# - **attention flow** (`attention_flow`, Abnar & Zuidema's second method): the same
+#   residual-augmented maps A'_l as capacities of a layered graph, node (l, t) per layer
+#   and token, edge (l-1, j) -> (l, i) of capacity A'_l[i, j]; a patch's score is the
+#   maximum flow from (0, patch) to (L, CLS). One max-flow per image and patch (~1 ms), so
+#   it is measured on the first 64 test images, beside the other methods on those images.
 #
 # All are scores over the 16 patches (the CLS and register columns are dropped).
 
@@ -163,13 +171,31 @@ def measure(model, test, seed: int) -> tuple[dict[str, float], dict[str, np.ndar
     scores = attributions(model, images, maps, seed)
     relevant = relevant_patches(test["masks"], p)
     predict = functools.partial(logits_from_patches, model, p=p)
-    drops = {}
+    drops, each = {}, {}
     for name, s in scores.items():
-        drops[name] = deletion_curve(predict, patchify(images, p), s, KS, baseline=0.0)  # (K,)
+        each[name] = deletion_curve(predict, patchify(images, p), s, KS, baseline=0.0, per_example=True)  # (B, K)
+        drops[name] = each[name].mean(0)  # (K,)
         m[f"AOPC {name}"] = aopc(drops[name])
         m[f"precision@k {name}"] = precision_at_k(s, relevant)
     for a, b in (("raw attention", "rollout"), ("raw attention", "|grad x input|"), ("rollout", "|grad x input|")):
         m[f"tau {a} vs {b}"] = float(np.nanmean(kendall_tau(scores[a], scores[b])))
+    # Attention flow (Abnar & Zuidema 2020) beside rollout and the gradient, on the same first n images.
+    n = FLOW_IMAGES
+    flow = attention_flow({k: v[:n] for k, v in maps.items()})[:, first:]  # (n, P)
+    padded = np.concatenate([flow, scores["rollout"][n:]])  # the rows past n are not read
+    flow_drops = deletion_curve(predict, patchify(images, p), padded, KS, baseline=0.0, per_example=True)[:n]
+    m[f"AOPC attention flow (first {n})"] = aopc(flow_drops.mean(0))
+    m[f"precision@k attention flow (first {n})"] = precision_at_k(flow, relevant[:n])
+    for name in ("raw attention", "rollout", "|grad x input|", "random"):
+        m[f"AOPC {name} (first {n})"] = aopc(each[name][:n].mean(0))
+    for name in ("raw attention", "rollout"):
+        m[f"precision@k {name} (first {n})"] = precision_at_k(scores[name][:n], relevant[:n])
+    grad = scores["|grad x input|"][:n]
+    m[f"tau attention flow vs |grad x input| (first {n})"] = float(np.nanmean(kendall_tau(flow, grad)))
+    m[f"tau rollout vs |grad x input| (first {n})"] = float(np.nanmean(kendall_tau(scores["rollout"][:n], grad)))
+    m[f"tau attention flow vs rollout (first {n})"] = float(np.nanmean(kendall_tau(flow, scores["rollout"][:n])))
+    m[f"ties in attention flow (first {n})"] = float(np.mean([1 - len(np.unique(np.round(f, 5))) / f.size
+                                                              for f in flow]))
     # Darcet et al. 2024: high-norm outlier patch tokens at the last block's output; who attends to registers.
     patch_norms = np.linalg.norm(np.asarray(features(model, images))[:, first:], axis=-1)  # (B, P)
     outliers = norm_outliers(patch_norms)
@@ -260,17 +286,27 @@ def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/vit-atten
     out_dir.mkdir(parents=True, exist_ok=True)
     seeds = [seed] if quick else [seed, seed + 1, seed + 2]
     conditions = ["2 layers", "4 layers"] + ([] if quick else ["2 layers + 4 registers"])
+    configs = dict(CONFIGS)
+    if variant is not None:  # the researcher's attention in the deep model, measured like the others (no claims)
+        configs[f"4 layers + {variant}"] = CONFIGS["4 layers"].replace(attention=get_variant(variant))
+        conditions.append(f"4 layers + {variant}")
     sample = jax.jit(functools.partial(shapes_classification, batch_size=256 if quick else 1000, **DATA))
     test = sample(jax.random.key(10_000 + seed))
     result, runs, extras = LessonResult(), {}, {}
     for cond in conditions:
         runs[cond], extras[cond] = [], []
         for s in seeds:
-            m, extra = measure(train(CONFIGS[cond], s), test, s)
+            m, extra = measure(train(configs[cond], s), test, s)
             runs[cond].append(m)
             extras[cond].append(extra)
         result.metrics[cond] = {k: float(np.mean([r[k] for r in runs[cond]])) for k in runs[cond][0]}
     claims(result, runs)
+    if variant is not None:
+        v, d = result.metrics[f"4 layers + {variant}"], result.metrics["4 layers"]
+        result.notes.append(f"Variant {variant} (4 layers, not claimed): accuracy {v['accuracy']:.3f} (softmax "
+                            f"{d['accuracy']:.3f}); AOPC raw {v['AOPC raw attention']:.3f} / rollout "
+                            f"{v['AOPC rollout']:.3f} / random {v['AOPC random']:.3f}; precision@k raw "
+                            f"{v['precision@k raw attention']:.2f}, rollout {v['precision@k rollout']:.2f}.")
     for cond in ("2 layers", "4 layers"):
         m = result.metrics[cond]
         tau = m["tau raw attention vs |grad x input|"]
