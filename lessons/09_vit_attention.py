@@ -140,7 +140,7 @@ def attributions(model, images, maps, seed: int) -> dict[str, np.ndarray]:
 # Deletion sets a patch's pixels to the background colour (black). The model has seen
 # plenty of empty black patches, so each deleted patch is in distribution; the image
 # as a whole (a shape with a piece missing) is not, which is the known limit of deletion
-# tests (PHENOMENA section 7d: a never-seen MASK token would be worse). The image is
+# tests (a never-seen MASK token would be worse). The image is
 # cut into patch vectors so that `deletion_curve` can replace whole patches.
 
 # %%
@@ -207,7 +207,7 @@ def measure(model, test, seed: int) -> tuple[dict[str, float], dict[str, np.ndar
         use = register_attention(maps, cfg.num_registers, layers=[f"blocks.{layer}.attn"])[f"blocks.{layer}.attn"]
         m.update({f"layer {layer}: {names[k]}": v for k, v in use.items()})
     return m, {"drops": drops, "scores": scores, "relevant": relevant, "patch_norms": patch_norms,
-               "preds": np.asarray(logits.argmax(-1))}
+               "preds": np.asarray(logits.argmax(-1)), "flow": flow}
 
 
 # %% [markdown]
@@ -252,8 +252,8 @@ def claims(result: LessonResult, runs: dict[str, list[dict[str, float]]]) -> Non
 # extra learned tokens with no loss — registers — take over that role and the artefacts
 # go. The same ViT with 4 registers (`ViTConfig(num_registers=4)`) lets us look for both
 # effects: patch-token norm outliers at the last block's output, and attention paid to
-# the registers. At this scale the prediction (PHENOMENA section 3) is that neither
-# appears. This runs in full mode (`quick=False`), where the notes give what we measured.
+# the registers. At this scale the prediction is that neither appears. This runs in full
+# mode (`quick=False`), where the notes give what we measured.
 
 # %%
 def register_notes(result: LessonResult) -> None:
@@ -319,14 +319,15 @@ def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/vit-atten
     result.notes.append(
         f"Not claimed: that raw attention's precision@k falls with depth (here {raw_p[0]:.2f} at 2 layers, "
         f"{raw_p[1]:.2f} at 4; the margin was thin at seeds 0-3 and failed on one of them with 400 steps); an AOPC "
-        "ranking of rollout over raw attention at 2 layers (gap below 0.05 at some of seeds 0-3); PHENOMENA's "
+        "ranking of rollout over raw attention at 2 layers (gap below 0.05 at some of seeds 0-3); the proposal's "
         "absolute tau(raw, grad x input) < 0.3 at 4 layers (at the threshold on one of seeds 0-3, so the claim "
         "compares with rollout instead); any ranking of grad x input against the others.")
     for cond in ("2 layers", "4 layers"):
         name = cond.replace(" ", "")
         first = extras[cond][0]
         labels = [f"{SHAPE_NAMES[int(y)]} (predicted {SHAPE_NAMES[int(p)]})" for y, p in zip(test["labels"], first["preds"])]
-        plots.attribution_maps(test["images"], {k: v for k, v in first["scores"].items() if k != "random"},
+        shown = {**{k: v for k, v in first["scores"].items() if k != "random"}, "attention flow": first["flow"]}
+        plots.attribution_maps(test["images"], shown,
                                CONFIGS[cond].grid, relevant=first["relevant"], row_labels=labels[:4],
                                title=f"{cond}: which patches does each method point at? (cyan: patches the shape "
                                "covers)", save=out_dir / f"attributions_{name}.png")
@@ -354,6 +355,41 @@ def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/vit-atten
         result.notes.append("Registers (Darcet et al.) are measured in full mode (quick=False).")
     return result
 
+
+# %% [markdown]
+# ## References: what the papers report, what this toy shows
+# - **Jain & Wallace 2019**, *Attention is not Explanation*, NAACL. Metric: Kendall tau
+#   between attention weights and gradient / leave-one-out importance of the input tokens
+#   (their definition; our gradient measure is |grad x input| summed over a patch token's
+#   features, a proxy for their gradient importance). They report weak agreement for
+#   recurrent text classifiers with attention (their per-dataset numbers not re-checked
+#   here). Toy, quick seed 0: tau(raw attention, |grad x input|) 0.43 at 2 layers, 0.04 at
+#   4 layers; rollout's tau with the gradient 0.52 / 0.51.
+# - **Wiegreffe & Pinter 2019**, *Attention is not not Explanation*, EMNLP-IJCNLP. No new
+#   metric: they ask for baselines (uniform, random) and several seeds before calling
+#   attention an explanation. Here every AOPC claim is against deleting random patches, and
+#   every claim takes the worst seed run.
+# - **Samek et al. 2017**, *Evaluating the visualization of what a deep neural network has
+#   learned*, IEEE TNNLS. Metric: AOPC, the mean drop of the class score as the most
+#   relevant regions are perturbed first (their definition, with whole 8x8 patches set to
+#   the black background as the perturbation and p(predicted class) as the score). Toy, seed
+#   0: AOPC rollout 0.70 / 0.68 (2 / 4 layers), random 0.28 / 0.26.
+# - **Abnar & Zuidema 2020**, *Quantifying Attention Flow in Transformers*, ACL. Rollout and
+#   attention flow, both on the residual-augmented maps (our `attention_rollout`,
+#   `attention_flow`, the paper's definitions; flow is left unnormalised, which changes no
+#   ranking). Their test is the rank correlation of each method with blank-out (ablation)
+#   scores and with input gradients, on small text Transformers; the abstract reports that
+#   both correlate better than raw attention (the per-layer numbers of their tables were not
+#   re-checked here). Our proxies: deletion AOPC (ablation), Kendall tau with |grad x input|
+#   and precision@k against the shape's patches. Toy, seed 0, first 64 test images: flow
+#   AOPC 0.68 / 0.64 (rollout 0.69 / 0.67), precision@k 0.90 / 0.88 (rollout 0.89 / 0.93),
+#   tau with the gradient 0.45 / 0.47 (rollout 0.52 / 0.50): flow and rollout agree (tau
+#   0.76 / 0.73), and neither ranks above the other here.
+# - **Darcet et al. 2024**, *Vision Transformers Need Registers*, ICLR. Metric: the norm of
+#   the output patch tokens; large ViTs (DINOv2, DeiT-III, OpenCLIP) grow a small share of
+#   outliers with norms far above the rest on background patches, which registers remove
+#   (their exact shares and norm thresholds not re-checked here). Our proxy: the share of
+#   patch tokens above twice the median norm, measured in full mode only.
 
 # %% [markdown]
 # ## What to take away
