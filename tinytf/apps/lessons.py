@@ -156,7 +156,7 @@ for _info in [
     LessonInfo("vit-attention", "09_vit_attention.py", "What ViT attention maps can explain",
                "raw attention vs rollout vs gradients, by deletion curves", 45, variant=True),
     LessonInfo("spurious-attention", "10_spurious_attention.py", "Attending to a watermark",
-               "a spurious watermark gets the attention; decorrelation fixes it", 30),
+               "a spurious watermark gets the attention; decorrelation fixes it", 30, variant=True),
 ]:
     register(_info)
 
