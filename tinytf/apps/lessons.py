@@ -367,9 +367,9 @@ for _info in [
     LessonInfo("detr-queries", "08_detr_queries.py", "Why do all my DETR queries look alike?",
                "undifferentiated query maps: no positions, symmetry, short training; the fixes", 60, variant=True),
     LessonInfo("vit-attention", "09_vit_attention.py", "What ViT attention maps can explain",
-               "raw attention vs rollout vs gradients, by deletion curves", 45),
+               "raw attention vs rollout vs gradients, by deletion curves", 45, variant=True),
     LessonInfo("spurious-attention", "10_spurious_attention.py", "Attending to a watermark",
-               "a spurious watermark gets the attention; decorrelation fixes it", 30),
+               "a spurious watermark gets the attention; decorrelation fixes it", 30, variant=True),
     LessonInfo("length-generalization", "11_length_generalization.py", "Train short, test long",
                "NoPE/sinusoidal/RoPE degrade beyond the training length, ALiBi does not; position interpolation "
                "fixes RoPE", 60, variant=True),

@@ -16,17 +16,20 @@ Read in this order:
   circuits.py    — previous-token and induction head scores        [heads]
   stability.py   — attention_watch: max logit and entropy during training [entropy-collapse]
   attribution.py — attention rollout, grad x input, deletion / AOPC,
-                   Kendall tau, precision@k                        [vit-attention]
+                   Kendall tau, precision@k, attention flow         [vit-attention]
   positions.py   — is a position code relative? (shift every position) [positions]
   scaling.py     — why 1/sqrt(d): normaliser saturation vs head dim;
                    permutation equivariance                        [attention-basics]
   sinks.py       — the active/dormant head, massive activations, value norms [attention-sinks]
   streaming.py   — NLL and row entropy under KV-cache policies (StreamingLLM) [attention-sinks]
+  registers.py   — ViT register tokens: token-norm outliers, attention
+                   paid to CLS and registers (Darcet et al. 2024)  [vit-attention]
 """
 
 from tinytf.diagnostics.circuits import copy_head_scores
 from tinytf.diagnostics.attribution import (
     aopc,
+    attention_flow,
     attention_rollout,
     attribution_report,
     deletion_curve,
@@ -68,6 +71,7 @@ from tinytf.diagnostics.queries import (
     sine_pe_aliasing,
 )
 from tinytf.diagnostics.positions import position_shift_error
+from tinytf.diagnostics.registers import norm_outliers, register_attention
 from tinytf.diagnostics.representations import rank_residual, singular_values
 from tinytf.diagnostics.scaling import logit_scale_sweep, normalizer_row_stats, permutation_equivariance_error
 from tinytf.diagnostics.similarity import adjacent_layer_js, cross_layer_similarity, js_divergence
@@ -78,13 +82,13 @@ from tinytf.diagnostics.streaming import streaming_report
 
 
 __all__ = [
-    "active_dormant_head", "aopc", "attention_entropy", "attention_rollout", "attribution_report", "bos_mass",
+    "active_dormant_head", "aopc", "attention_entropy", "attention_flow", "attention_rollout", "attribution_report", "bos_mass",
     "cross_layer_similarity", "deletion_curve", "detr_query_report",
     "entropy_stats", "grad_times_input", "head_gates", "head_importance", "head_mask",
     "importance_order", "js_divergence", "kendall_tau", "lm_states", "massive_activations", "max_attention_logit", "max_logit",
-    "needle_mass", "null_mass", "pairwise_cosine", "pairwise_js", "positional_encoding_similarity",
+    "needle_mass", "norm_outliers", "null_mass", "pairwise_cosine", "pairwise_js", "positional_encoding_similarity",
     "precision_at_k", "prune_heads", "pruning_curve", "query_embedding_diversity",
-    "query_map_similarity", "rank_residual", "set_head_mask", "sine_2d_frequencies",
+    "query_map_similarity", "rank_residual", "register_attention", "set_head_mask", "sine_2d_frequencies",
     "sine_pe_aliasing", "singular_values", "sink_rate", "sink_scores", "streaming_report", "value_norm_ratio",
     # circuits.py, heads.py, similarity.py, positions.py, scaling.py, stability.py
     "attention_watch", "copy_head_scores", "compare_pruning_orders", "jitted_metric", "pruning_summary",

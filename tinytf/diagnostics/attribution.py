@@ -12,7 +12,9 @@ is not Explanation"). This file builds the tools to test attributions:
      watch the predicted-class probability fall (Samek et al. 2017): a faithful
      attribution makes it fall fast;
   4. `kendall_tau`, `precision_at_k` — agreement between attributions and
-     plausibility against known relevant tokens.
+     plausibility against known relevant tokens;
+  5. `attention_flow` — the maximum flow from each input token to an output
+     through the layer graph (Abnar & Zuidema 2020), rollout's companion.
 """
 
 from __future__ import annotations
@@ -249,3 +251,72 @@ def attribution_report(predict_fn: Callable, inputs, attributions: Mapping[str, 
             row["precision_at_k"] = precision_at_k(scores, relevant, candidates=candidates)
         out[name] = row
     return out
+
+
+def attention_flow(maps, *, output: int = 0, residual: float = 0.5, layers=None, normalize: bool = False,
+                   scale: int = 2 ** 20) -> np.ndarray:
+    """Attention flow: the maximum flow from each input token to one output token (Abnar & Zuidema 2020).
+
+    Math: a layered graph with a node (l, t) for every layer boundary l = 0..L and
+    token t; an edge (l-1, j) -> (l, i) has capacity A'_l[i, j], with
+    A'_l = rownorm(residual * I + (1 - residual) * mean_h A_l) the residual-augmented
+    map that `attention_rollout` multiplies. The flow of input token j is the value of
+    a maximum flow from node (0, j) to node (L, output) (Abnar & Zuidema 2020,
+    "Quantifying Attention Flow in Transformers", ACL, section 3). Rollout sums the
+    products of the weights along every path; flow is limited by the narrowest cut
+    between the two nodes, so a token whose information is spread over many paths can
+    get more than its rollout share and a token behind one weak edge gets less. The
+    flows of one output over the inputs do not sum to 1 (every one of them is <= 1).
+
+    Cost: one maximum flow per example and input token, solved by scipy's Dinic
+    algorithm (`scipy.sparse.csgraph.maximum_flow`) on capacities rounded to
+    integers (`scale` per unit, error <= (number of edges) / (2 * scale)); about a
+    millisecond per flow on the graphs of a tiny ViT.
+
+    Args:
+      maps: {layer: (B, N, T, T)} in network order (e.g. from `capture_attention`),
+        a list of maps, or a (L, B, N, T, T) array.
+      output: the output token whose inputs are attributed (0 = CLS of a ViT).
+      residual: weight of the identity (0.5 in the paper, as in rollout).
+      layers: optional list of layer names to use, in order.
+      normalize: divide each example's flows by their sum, as the authors' released code
+        does (rankings, and so deletion / precision@k / Kendall tau, are unchanged).
+      scale: integer units per unit of capacity.
+
+    Returns:
+      (B, T) float64: the flow from each input token to `output`, in [0, 1].
+    """
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import maximum_flow
+
+    items = as_layers(maps, layers=layers)
+    if not 0.0 <= residual <= 1.0:
+        raise ValueError(f"residual={residual}: expected a weight in [0, 1]")
+    if int(scale) < 1 or int(scale) > 2 ** 24:
+        raise ValueError(f"scale={scale}: expected an integer in [1, 2**24] (capacities must fit int32)")
+    mats = []
+    for name, w in items:
+        w = np.asarray(w, np.float64)
+        B, N, T, S = w.shape
+        if T != S or (mats and mats[0].shape != (B, T, T)):
+            raise ValueError(f"layer {name!r} has map shape {w.shape}: attention flow needs square self-attention "
+                             f"maps of one shape (B, N, T, T) in every layer")
+        a = residual * np.eye(T)[None] + (1.0 - residual) * w.mean(1)  # (B, T, T)
+        mats.append(a / np.maximum(a.sum(-1, keepdims=True), 1e-12))
+    B, T, _ = mats[0].shape
+    if not -T <= output < T:
+        raise ValueError(f"output={output}: expected a token index in [-{T}, {T})")
+    L = len(mats)
+    nodes = (L + 1) * T
+    sink = L * T + output % T
+    flows = np.zeros((B, T))
+    for b in range(B):
+        cap = np.zeros((nodes, nodes), np.int64)
+        for l, a in enumerate(mats):  # edge (l, j) -> (l + 1, i) carries A'_{l+1}[i, j]
+            cap[l * T:(l + 1) * T, (l + 1) * T:(l + 2) * T] = np.rint(a[b].T * int(scale))
+        graph = csr_matrix(cap.astype(np.int32))
+        for j in range(T):
+            flows[b, j] = maximum_flow(graph, j, sink, method="dinic").flow_value / int(scale)
+    if normalize:
+        flows = flows / np.maximum(flows.sum(-1, keepdims=True), 1e-12)
+    return flows

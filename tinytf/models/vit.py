@@ -32,6 +32,38 @@ Array = jax.Array
 
 
 # --------------------------------------------------------------------- patch embed
+def patchify(images: Array, patch_size: int) -> Array:
+    """Cut (B, H, W, C) images into p x p patches: (B, (H/p)*(W/p), p*p*C), patches row-major.
+
+    Each patch is flattened in (row, column, channel) order, the order a (p, p, C, D)
+    convolution kernel reshaped to (p*p*C, D) expects; `unpatchify` is the inverse.
+    """
+    p = patch_size
+    if images.ndim != 4:
+        raise ValueError(f"images must have shape (B, H, W, C), got {images.shape}")
+    B, H, W, C = images.shape
+    if H % p or W % p:
+        raise ValueError(f"image size {H}x{W} is not divisible by patch_size={p}")
+    x = images.reshape(B, H // p, p, W // p, p, C)
+    return x.transpose(0, 1, 3, 2, 4, 5).reshape(B, (H // p) * (W // p), p * p * C)  # (B, P, p*p*C)
+
+
+def unpatchify(patches: Array, patch_size: int, grid: tuple[int, int] | None = None) -> Array:
+    """The inverse of `patchify`: (B, P, p*p*C) -> (B, g_h*p, g_w*p, C); grid (g_h, g_w), default square."""
+    p = patch_size
+    if patches.ndim != 3:
+        raise ValueError(f"patches must have shape (B, P, p*p*C), got {patches.shape}")
+    B, P, F = patches.shape
+    if grid is None:
+        side = int(round(P ** 0.5))
+        grid = (side, side)
+    gh, gw = grid
+    if gh * gw != P or F % (p * p):
+        raise ValueError(f"patches of shape {patches.shape} do not fit a {gh}x{gw} grid of {p}x{p} patches")
+    x = patches.reshape(B, gh, gw, p, p, F // (p * p))
+    return x.transpose(0, 1, 3, 2, 4, 5).reshape(B, gh * p, gw * p, F // (p * p))
+
+
 class PatchEmbed(nnx.Module):
     """Cut (B, H, W, C) images into p x p patches and project each to D: (B, P, D), row-major.
 
@@ -52,13 +84,9 @@ class PatchEmbed(nnx.Module):
         p = self.patch_size
         if images.ndim != 4 or images.shape[-1] != self.channels:
             raise ValueError(f"images must have shape (B, H, W, C={self.channels}), got {images.shape}")
-        B, H, W, C = images.shape
-        if H % p or W % p:
-            raise ValueError(f"image size {H}x{W} is not divisible by patch_size={p}")
         kernel = self.proj.kernel[...]  # (p, p, C, D)
-        x = images.astype(kernel.dtype).reshape(B, H // p, p, W // p, p, C)
-        x = x.transpose(0, 1, 3, 2, 4, 5).reshape(B, (H // p) * (W // p), p * p * C)  # (B, P, p*p*C) row-major
-        return x @ kernel.reshape(p * p * C, -1) + self.proj.bias[...]  # (B, P, D)
+        x = patchify(images.astype(kernel.dtype), p)  # (B, P, p*p*C) row-major
+        return x @ kernel.reshape(x.shape[-1], -1) + self.proj.bias[...]  # (B, P, D)
 
 
 # --------------------------------------------------------------------------- config
@@ -224,4 +252,4 @@ class ViT(nnx.Module):
         return self.forward_from_embeddings(self.embed(images))
 
 
-__all__ = ["PatchEmbed", "ViTConfig", "ViT"]
+__all__ = ["PatchEmbed", "ViTConfig", "ViT", "patchify", "unpatchify"]

@@ -251,3 +251,44 @@ def rank_vs_depth(depths, curves: Mapping, *, floor: float = 1e-8, ylabel: str =
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _finish(fig, save)
+
+
+def condition_panels(steps, panels: Mapping, *, xlabel: str = "training step", titles: Sequence[str] | None = None,
+                     title: str | None = None, panel=(4.6, 3.6), dpi: int = 100, save=None) -> Figure:
+    """Several metrics over training, one panel each, one line per condition; one legend beside the panels.
+
+    Args:
+      steps: (K,) the steps at which the metrics were measured.
+      panels: {y label: {condition: (K,) or (runs, K)}}; every panel has the same conditions.
+        Several runs (seeds) are drawn as their mean and a min-max band, and the legend says
+        how many runs each line averages; one run is a plain line (no band).
+      titles: one title per panel (default none).
+
+    Returns:
+      Figure; the legend sits to the right of the last panel, so it never covers a curve.
+    """
+    if not isinstance(panels, Mapping) or not panels:
+        raise TypeError(f"panels must be a non-empty dict {{y label: {{condition: values}}}}, got "
+                        f"{type(panels).__name__}")
+    checked = {ylabel: _series(steps, curves, "steps") for ylabel, curves in panels.items()}
+    names = [list(runs) for _, runs in checked.values()]
+    if any(n != names[0] for n in names):
+        raise ValueError(f"panels have different conditions {names}: expected the same conditions in every panel")
+    if titles is not None and len(titles) != len(panels):
+        raise ValueError(f"titles has {len(titles)} entries for {len(panels)} panels: expected one per panel")
+    fig = _figure(panel[0] * len(panels) + 2.6, panel[1] + 0.4, dpi)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for p, (ax, (ylabel, (x, runs))) in enumerate(zip(axes, checked.items())):
+        for i, (name, v) in enumerate(runs.items()):
+            label = name if v.shape[0] == 1 else f"{name} (mean of {v.shape[0]}, band min-max)"
+            _plot_band(ax, x, v, i, label)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if titles is not None:
+            ax.set_title(titles[p], fontsize=10)
+    handles, labels = axes[-1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right center", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return _finish(fig, save)

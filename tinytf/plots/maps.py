@@ -17,6 +17,7 @@ from matplotlib.patches import Rectangle
 
 from tinytf.plots._common import PALETTE as _PALETTE
 from tinytf.plots._common import as_array as _array
+from tinytf.plots._common import as_image as _image
 from tinytf.plots._common import figure as _figure
 from tinytf.plots._common import finish as _finish
 
@@ -126,18 +127,6 @@ def attention_grid(maps, tokens: Sequence[str] | None = None, *, query_tokens: S
 
 
 # --------------------------------------------------------------------------- 2. maps on images
-
-
-def _image(image) -> tuple[np.ndarray, str | None]:
-    img = _array(image, "image")
-    if img.ndim == 3 and img.shape[-1] == 1:
-        img = img[..., 0]
-    if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[-1] not in (3, 4)):
-        raise ValueError(f"image has shape {img.shape}: expected (H, W), (H, W, 1), (H, W, 3) or (H, W, 4)")
-    lo, hi = img.min(), img.max()
-    if lo < 0 or hi > 1:  # uint8 or standardised images: rescale for display
-        img = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
-    return img, ("gray" if img.ndim == 2 else None)
 
 
 def _map_grid(amap, image_shape, grid, name: str = "attn_map") -> np.ndarray:
