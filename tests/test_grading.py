@@ -458,9 +458,30 @@ def test_cli_list_and_practice_grade_json(tmp_path, capsys, monkeypatch):
     assert data["exercises"][0].keys() >= {"id", "points", "max", "passed", "failed", "messages", "checks"}
     assert data["complete"] is False and data["all_passed"] is False
     code, _, err = _cli(["grade", str(tmp_path / "missing")], capsys)
-    assert code == 2 and "is not a folder" in err
+    assert code == 2 and "missing does not exist" in err
     code, _, err = _cli(["grade", str(ws), "--only", "nope"], capsys)
     assert code == 2 and "no such exercise" in err
+
+
+def test_a_workspace_that_cannot_be_the_one_meant_is_refused_with_what_to_do(tmp_path, capsys, monkeypatch):
+    """A new user's mistakes on the student side: exit 2 and one line that says what to run instead."""
+    monkeypatch.delenv("TINYTF_GRADING_SECRET", raising=False)
+    init_workspace(tmp_path / "work")
+    (tmp_path / "empty").mkdir()
+    cases = {
+        "wrok": f"wrok does not exist (did you mean {tmp_path / 'work'}?)",
+        "empty": "holds none of the exercise files (01_softmax.py, 02_attention.py, ...); get the stubs with "
+                 f"`tinytf exercises init {tmp_path / 'empty'}`",
+        "work/01_softmax.py": f"is a file, not a folder: pass the folder that holds your exercise files (here: "
+                              f"tinytf grade {tmp_path / 'work'})",
+        ".": f"sub-folders of it do (work): to grade one, tinytf grade {tmp_path / 'work'}; instructors grading "
+             f"a class: tinytf grade --all {tmp_path}",
+    }
+    for arg, message in cases.items():
+        code, out, err = _cli(["grade", str(tmp_path / arg), "--quiet"], capsys)
+        assert code == 2 and message in err and out == "", (arg, err)
+    code, _, err = _cli(["grade", str(tmp_path / "empty"), "--only", "01,03", "--quiet"], capsys)
+    assert code == 2 and "holds none of 01_softmax.py or 03_masks.py" in err
 
 
 def test_cli_grade_text_in_practice_and_graded_mode(tmp_path, capsys, monkeypatch):
