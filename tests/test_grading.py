@@ -520,6 +520,8 @@ def test_grading_a_class_writes_a_new_run_folder_with_feedback_and_per_check_csv
     assert code == 0, err  # every submission holds both files
     runs = sorted(out_dir.iterdir())
     assert len(runs) == 1 and f"wrote {runs[0]}/" in out
+    assert "1 flag(s) in 01_softmax: see feedback/cheater.txt" in out  # the table names them; the files say it all
+    assert "2 flag(s) in 01_softmax, 13_matching: see feedback/perfect.txt" in out
     code2, _, _ = _cli(argv, capsys)
     assert code2 == code and len(sorted(out_dir.iterdir())) == 2  # a second run: a second folder
     run = runs[0]
