@@ -182,8 +182,10 @@ def test_secret_sources_and_their_errors(tmp_path, monkeypatch):
     assert read_secret() == b"x" * 16
     (tmp_path / "s").write_text("y" * 20 + "\n")
     assert read_secret(tmp_path / "s") == b"y" * 20  # the file wins over the environment
-    with pytest.raises(InstructorError, match="no such file .*tinytf exercises secret"):
+    with pytest.raises(InstructorError, match="no such file; a new secret .* draws other hidden inputs"):
         read_secret(tmp_path / "nope")
+    with pytest.raises(InstructorError, match=r"no such file \(did you mean .*/s\?\)"):  # a typo: the file next to it
+        read_secret(tmp_path / "ss")
 
 
 @pytest.mark.parametrize("secret", ["seed-three-0123456789", "seed-four-0123456789", "seed-five-0123456789"])

@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 
 from tinytf.grading.report import GradeReport, format_feedback, write_csv
-from tinytf.grading.runner import Setup, grade_folders, near_miss
+from tinytf.grading.instructor import near_miss
+from tinytf.grading.runner import Setup, grade_folders
 
 EXERCISE_FILE = re.compile(r"^\d\d_[a-z0-9_]+\.py$")
 

@@ -18,7 +18,6 @@ expected values and the verdicts.
 from __future__ import annotations
 
 import ast
-import difflib
 import os
 import stat
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +28,7 @@ from tinytf.grading import sandbox
 from tinytf.grading.bundle import Bundle, BundleOracle, check_matches, shipped_bundle
 from tinytf.grading.core import Exercise, Verdict, describe_inputs, diagnose, judge_call
 from tinytf.grading.instructor import (Instructor, InstructorError, draw_inputs, find_instructor_dir,
-                                       load_instructor, read_secret, secret_fingerprint)
+                                       load_instructor, near_miss, read_secret, secret_fingerprint)
 from tinytf.grading.report import NOT_RUN, CheckResult, ExerciseResult, GradeReport
 from tinytf.grading.similarity import copied_functions, parse_python
 from tinytf.progress import progress_bar
@@ -358,14 +357,6 @@ def grade(directory, *, setup: Setup | None = None, **options) -> GradeReport:
     setup = setup or prepare(**options)
     check_workspace(directory, setup.exercises)
     return grade_folders({str(directory): directory}, setup, **run_options)[str(directory)]
-
-
-def near_miss(path: Path) -> str:
-    """' (did you mean SIBLING?)' for the sibling whose name is closest to a missing path's, else ''."""
-    parent = path.parent
-    names = [p.name for p in parent.iterdir()] if parent.is_dir() else []
-    near = difflib.get_close_matches(path.name, names, n=1)
-    return f" (did you mean {parent / near[0]}?)" if near else ""
 
 
 def check_workspace(directory: Path, exercises) -> None:
