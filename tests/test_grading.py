@@ -182,8 +182,10 @@ def test_secret_sources_and_their_errors(tmp_path, monkeypatch):
     assert read_secret() == b"x" * 16
     (tmp_path / "s").write_text("y" * 20 + "\n")
     assert read_secret(tmp_path / "s") == b"y" * 20  # the file wins over the environment
-    with pytest.raises(InstructorError, match="no such file .*tinytf exercises secret"):
+    with pytest.raises(InstructorError, match="no such file; a new secret .* draws other hidden inputs"):
         read_secret(tmp_path / "nope")
+    with pytest.raises(InstructorError, match=r"no such file \(did you mean .*/s\?\)"):  # a typo: the file next to it
+        read_secret(tmp_path / "ss")
 
 
 @pytest.mark.parametrize("secret", ["seed-three-0123456789", "seed-four-0123456789", "seed-five-0123456789"])
@@ -458,9 +460,30 @@ def test_cli_list_and_practice_grade_json(tmp_path, capsys, monkeypatch):
     assert data["exercises"][0].keys() >= {"id", "points", "max", "passed", "failed", "messages", "checks"}
     assert data["complete"] is False and data["all_passed"] is False
     code, _, err = _cli(["grade", str(tmp_path / "missing")], capsys)
-    assert code == 2 and "is not a folder" in err
+    assert code == 2 and "missing does not exist" in err
     code, _, err = _cli(["grade", str(ws), "--only", "nope"], capsys)
     assert code == 2 and "no such exercise" in err
+
+
+def test_a_workspace_that_cannot_be_the_one_meant_is_refused_with_what_to_do(tmp_path, capsys, monkeypatch):
+    """A new user's mistakes on the student side: exit 2 and one line that says what to run instead."""
+    monkeypatch.delenv("TINYTF_GRADING_SECRET", raising=False)
+    init_workspace(tmp_path / "work")
+    (tmp_path / "empty").mkdir()
+    cases = {
+        "wrok": f"wrok does not exist (did you mean {tmp_path / 'work'}?)",
+        "empty": "holds none of the exercise files (01_softmax.py, 02_attention.py, ...); get the stubs with "
+                 f"`tinytf exercises init {tmp_path / 'empty'}`",
+        "work/01_softmax.py": f"is a file, not a folder: pass the folder that holds your exercise files (here: "
+                              f"tinytf grade {tmp_path / 'work'})",
+        ".": f"sub-folders of it do (work): to grade one, tinytf grade {tmp_path / 'work'}; instructors grading "
+             f"a class: tinytf grade --all {tmp_path}",
+    }
+    for arg, message in cases.items():
+        code, out, err = _cli(["grade", str(tmp_path / arg), "--quiet"], capsys)
+        assert code == 2 and message in err and out == "", (arg, err)
+    code, _, err = _cli(["grade", str(tmp_path / "empty"), "--only", "01,03", "--quiet"], capsys)
+    assert code == 2 and "holds none of 01_softmax.py or 03_masks.py" in err
 
 
 def test_cli_grade_text_in_practice_and_graded_mode(tmp_path, capsys, monkeypatch):
@@ -499,6 +522,8 @@ def test_grading_a_class_writes_a_new_run_folder_with_feedback_and_per_check_csv
     assert code == 0, err  # every submission holds both files
     runs = sorted(out_dir.iterdir())
     assert len(runs) == 1 and f"wrote {runs[0]}/" in out
+    assert "1 flag(s) in 01_softmax: see feedback/cheater.txt" in out  # the table names them; the files say it all
+    assert "2 flag(s) in 01_softmax, 13_matching: see feedback/perfect.txt" in out
     code2, _, _ = _cli(argv, capsys)
     assert code2 == code and len(sorted(out_dir.iterdir())) == 2  # a second run: a second folder
     run = runs[0]

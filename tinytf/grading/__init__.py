@@ -245,7 +245,7 @@ def _print_class(args, run_dir: Path, reports: dict) -> int:
             print(
                 f"{name.ljust(width)}  {r.total:>3}/{r.max_points:<4} "
                 f"{n['visible_passed']:>3}/{n['visible']}, {n['hidden_passed']}/{n['hidden']}"
-                f"{'':14}{'; '.join(r.flags)}"
+                f"{'':14}{_flag_summary(name, r.flags)}"
             )
     lacking = {name: r.missing for name, r in reports.items() if r.missing}
     print(f"\nwrote {run_dir}/: grades.csv, grades.json, feedback/ (one file per student), run.txt",
@@ -257,6 +257,15 @@ def _print_class(args, run_dir: Path, reports: dict) -> int:
             print(f"  {name}: {', '.join(files)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _flag_summary(name: str, flags: list[str]) -> str:
+    """One short cell for the class table: which exercises are flagged; the flags are in full in the feedback file."""
+    if not flags:
+        return ""
+    exercises = list(dict.fromkeys(f.split(":", 1)[0] for f in flags))
+    shown = ", ".join(exercises[:3]) + (f" (+{len(exercises) - 3} more)" if len(exercises) > 3 else "")
+    return f"{len(flags)} flag(s) in {shown}: see feedback/{name}.txt"
 
 
 def register_cli(subparsers) -> None:

@@ -19,13 +19,13 @@ is graded (0 for what is missing) and named at the end, with a non-zero exit sta
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 import time
 from pathlib import Path
 
 from tinytf.grading.report import GradeReport, format_feedback, write_csv
+from tinytf.grading.instructor import near_miss
 from tinytf.grading.runner import Setup, grade_folders
 
 EXERCISE_FILE = re.compile(r"^\d\d_[a-z0-9_]+\.py$")
@@ -43,10 +43,9 @@ def find_submissions(root) -> dict[str, Path]:
     """
     root = Path(root)
     if not root.exists():
-        near = difflib.get_close_matches(root.name, [p.name for p in root.parent.iterdir()] if root.parent.is_dir()
-                                         else [], n=1)
-        hint = f" (did you mean {root.parent / near[0]}?)" if near else ""
-        raise SubmissionsError(f"{root} does not exist{hint}: expected a folder with one sub-folder per student")
+        raise SubmissionsError(
+            f"{root} does not exist{near_miss(root)}: expected a folder with one sub-folder per student"
+        )
     if not root.is_dir():
         raise SubmissionsError(f"{root} is a file, not a folder: expected a folder with one sub-folder per student")
     subs = sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith("."))

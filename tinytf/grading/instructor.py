@@ -21,6 +21,7 @@ shipped to students in the bundle (`bundle.py`).
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import hmac
 import importlib
@@ -43,6 +44,14 @@ MIN_SECRET_CHARS = 16
 
 class InstructorError(ValueError):
     """The instructor side is missing or incomplete (a usage error with a clear message)."""
+
+
+def near_miss(path: Path) -> str:
+    """' (did you mean SIBLING?)' for the sibling whose name is closest to a missing path's, else ''."""
+    parent = path.parent
+    names = [p.name for p in parent.iterdir()] if parent.is_dir() else []
+    near = difflib.get_close_matches(path.name, names, n=1)
+    return f" (did you mean {parent / near[0]}?)" if near else ""
 
 
 @dataclass(frozen=True)
@@ -119,7 +128,8 @@ def read_secret(secret_file=None) -> bytes | None:
             text = path.read_text().strip()
         except FileNotFoundError:
             raise InstructorError(
-                f"--secret-file {path}: no such file (create one with `tinytf exercises secret {path}`)"
+                f"--secret-file {path}: no such file{near_miss(path)}; a new secret (`tinytf exercises secret PATH`) "
+                "draws other hidden inputs than the one this assignment was graded with"
             ) from None
         except OSError as err:
             raise InstructorError(f"--secret-file {path}: cannot read it ({err.strerror})") from None

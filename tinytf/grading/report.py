@@ -283,7 +283,8 @@ def format_report(report: GradeReport, *, feedback: bool = True) -> str:
             msgs = r.messages()
             if msgs:
                 lines.append("")
-                lines.append(f"{r.exercise.id} ({r.points}/{r.max_points}):")
+                most = r.max_points if report.graded else sum(c.max_points for c in r.checks if not c.hidden)
+                lines.append(f"{r.exercise.id} ({r.points}/{most}):")
                 for m in msgs:
                     lines.append("  - " + m.replace("\n", "\n  "))
     return "\n".join(lines)

@@ -28,7 +28,7 @@ from tinytf.grading import sandbox
 from tinytf.grading.bundle import Bundle, BundleOracle, check_matches, shipped_bundle
 from tinytf.grading.core import Exercise, Verdict, describe_inputs, diagnose, judge_call
 from tinytf.grading.instructor import (Instructor, InstructorError, draw_inputs, find_instructor_dir,
-                                       load_instructor, read_secret, secret_fingerprint)
+                                       load_instructor, near_miss, read_secret, secret_fingerprint)
 from tinytf.grading.report import NOT_RUN, CheckResult, ExerciseResult, GradeReport
 from tinytf.grading.similarity import copied_functions, parse_python
 from tinytf.progress import progress_bar
@@ -353,14 +353,41 @@ def grade(directory, *, setup: Setup | None = None, **options) -> GradeReport:
       A GradeReport.
     """
     directory = Path(directory)
-    if not directory.is_dir():
-        raise FileNotFoundError(
-            f"{directory} is not a folder: expected the folder with your exercise files "
-            "(create one with `tinytf exercises init DIR`)"
-        )
     run_options = {k: options.pop(k) for k in ("timeout", "jobs", "progress") if k in options}
     setup = setup or prepare(**options)
+    check_workspace(directory, setup.exercises)
     return grade_folders({str(directory): directory}, setup, **run_options)[str(directory)]
+
+
+def check_workspace(directory: Path, exercises) -> None:
+    """Refuse, with what to do instead, a workspace that cannot be what the student meant.
+
+    Raises:
+      FileNotFoundError: `directory` is missing (with the closest name), a file, or
+        holds none of the exercise files asked for (with a hint when its sub-folders
+        do: a class folder, graded with --all).
+    """
+    init = "create one with `tinytf exercises init DIR`"
+    if not directory.exists():
+        raise FileNotFoundError(
+            f"{directory} does not exist{near_miss(directory)}: expected the folder with your exercise files ({init})"
+        )
+    if not directory.is_dir():
+        raise FileNotFoundError(
+            f"{directory} is a file, not a folder: pass the folder that holds your exercise files "
+            f"(here: tinytf grade {directory.parent})"
+        )
+    wanted = [ex.filename for ex in exercises]
+    if any((directory / name).exists() or (directory / name).is_symlink() for name in wanted):
+        return
+    which = ("the exercise files (" + ", ".join(wanted[:2]) + ", ...)") if len(wanted) > 2 else " or ".join(wanted)
+    nested = sorted(p.name for p in directory.iterdir() if p.is_dir() and any(p.glob("[0-9][0-9]_*.py")))
+    if nested:
+        hint = (f"; sub-folders of it do ({', '.join(nested[:3])}{', ...' if len(nested) > 3 else ''}): to grade one, "
+                f"tinytf grade {directory / nested[0]}; instructors grading a class: tinytf grade --all {directory}")
+    else:
+        hint = f"; get the stubs with `tinytf exercises init {directory}`, or pass the folder that has your files"
+    raise FileNotFoundError(f"{directory} holds none of {which}{hint}")
 
 
 def grade_folders(

@@ -7,8 +7,9 @@ the visible checks' data through the bundle (tinytf/grading/bundle.py).
 
 To add an exercise: write the student stub ``exercises/NN_slug.py`` (signature,
 docstring = the spec, body raising NotImplementedError), the reference
-``reference/exNN_slug.py``, and an `Exercise` entry in one of these modules listing
-visible checks, hidden checks (at least half of the points) and mutants; add it to
+``reference/exNN_slug.py``, and an `exercise(...)` entry in one of these modules listing
+visible checks, hidden checks (at least half of the points) and mutants, written with
+the builders of `_build.py` (`calls(function).check/.hidden`, `patched`, `rewritten`); add it to
 EXERCISES below; run `tinytf exercises bundle`. tests/test_grading.py checks the rest
 (the reference scores full marks, the stub zero, every mutant loses points with its
 message on both sides, the bundle is up to date).
