@@ -44,11 +44,11 @@ from flax import nnx
 from tinytf import plots
 from tinytf.data import SHAPE_NAMES, shapes_classification
 from tinytf.capture import capture_attention
-from tinytf.diagnostics import (aopc, attention_flow, attention_rollout, deletion_curve, grad_times_input, kendall_tau,
-                                norm_outliers, precision_at_k, register_attention)
+from tinytf.diagnostics import (attention_flow, attention_rollout, attribution_report, grad_times_input, norm_outliers,
+                                register_attention)
 from tinytf.apps.claims import LessonResult
 from tinytf.apps.lessons import main_for
-from tinytf.models import ViT, ViTConfig, patchify, unpatchify
+from tinytf.models import LinearPatchEmbed, ViT, ViTConfig, patchify, unpatchify
 from tinytf.train import accuracy, cross_entropy, fit
 from tinytf.variants import get_variant
 
@@ -67,27 +67,14 @@ CONFIGS = {"2 layers": ViTConfig.tiny16(image_size=32, patch_size=8, num_classes
            "4 layers": ViTConfig.tiny16(image_size=32, patch_size=8, num_classes=4, num_layers=4)}
 STEPS, BATCH, LR, WD = 500, 64, 3e-3, 0.01
 KS = np.arange(1, 9)  # delete up to half of the 16 patches
+PAIRS = [("raw attention", "rollout"), ("raw attention", "|grad x input|"), ("rollout", "|grad x input|")]  # tau
+FLOW_PAIRS = [("attention flow", "|grad x input|"), ("rollout", "|grad x input|"), ("attention flow", "rollout")]
 FLOW_IMAGES = 64  # attention flow costs ~1 ms per (image, token): it is measured on the first 64 test images
 
 
 def loss_fn(model, batch):
     logits = model(batch["images"])
     return cross_entropy(logits, batch["labels"]), {"accuracy": accuracy(logits, batch["labels"])}
-
-
-class LinearPatchEmbed(nnx.Module):
-    """A ViT token = a linear map of a flattened patch (Dosovitskiy et al. 2021); the recipe's patch embedding.
-
-    The same function as `tinytf.models.PatchEmbed`, whose kernel has the convolution's (p, p, C, D)
-    shape; this (p*p*C, D) one keeps the lesson's numbers (the optimiser sees another parameter shape).
-    """
-
-    def __init__(self, patch_size: int, channels: int, d_model: int, *, rngs: nnx.Rngs):
-        self.patch_size = patch_size
-        self.proj = nnx.Linear(patch_size * patch_size * channels, d_model, rngs=rngs)
-
-    def __call__(self, images):
-        return self.proj(patchify(images, self.patch_size))  # (B, P, D)
 
 
 def train(config: ViTConfig, seed: int) -> ViT:
@@ -171,31 +158,21 @@ def measure(model, test, seed: int) -> tuple[dict[str, float], dict[str, np.ndar
     scores = attributions(model, images, maps, seed)
     relevant = relevant_patches(test["masks"], p)
     predict = functools.partial(logits_from_patches, model, p=p)
-    drops, each = {}, {}
-    for name, s in scores.items():
-        each[name] = deletion_curve(predict, patchify(images, p), s, KS, baseline=0.0, per_example=True)  # (B, K)
-        drops[name] = each[name].mean(0)  # (K,)
-        m[f"AOPC {name}"] = aopc(drops[name])
-        m[f"precision@k {name}"] = precision_at_k(s, relevant)
-    for a, b in (("raw attention", "rollout"), ("raw attention", "|grad x input|"), ("rollout", "|grad x input|")):
-        m[f"tau {a} vs {b}"] = float(np.nanmean(kendall_tau(scores[a], scores[b])))
-    # Attention flow (Abnar & Zuidema 2020) beside rollout and the gradient, on the same first n images.
-    n = FLOW_IMAGES
-    flow = attention_flow({k: v[:n] for k, v in maps.items()})[:, first:]  # (n, P)
-    padded = np.concatenate([flow, scores["rollout"][n:]])  # the rows past n are not read
-    flow_drops = deletion_curve(predict, patchify(images, p), padded, KS, baseline=0.0, per_example=True)[:n]
-    m[f"AOPC attention flow (first {n})"] = aopc(flow_drops.mean(0))
-    m[f"precision@k attention flow (first {n})"] = precision_at_k(flow, relevant[:n])
-    for name in ("raw attention", "rollout", "|grad x input|", "random"):
-        m[f"AOPC {name} (first {n})"] = aopc(each[name][:n].mean(0))
-    for name in ("raw attention", "rollout"):
-        m[f"precision@k {name} (first {n})"] = precision_at_k(scores[name][:n], relevant[:n])
-    grad = scores["|grad x input|"][:n]
-    m[f"tau attention flow vs |grad x input| (first {n})"] = float(np.nanmean(kendall_tau(flow, grad)))
-    m[f"tau rollout vs |grad x input| (first {n})"] = float(np.nanmean(kendall_tau(scores["rollout"][:n], grad)))
-    m[f"tau attention flow vs rollout (first {n})"] = float(np.nanmean(kendall_tau(flow, scores["rollout"][:n])))
-    m[f"ties in attention flow (first {n})"] = float(np.mean([1 - len(np.unique(np.round(f, 5))) / f.size
-                                                              for f in flow]))
+    # Attention flow (Abnar & Zuidema 2020) on the first n images; every method is re-measured on those ("subset").
+    n, sub = FLOW_IMAGES, f" (first {FLOW_IMAGES})"
+    scores["attention flow"] = attention_flow({k: v[:n] for k, v in maps.items()})[:, first:]  # (n, P)
+    rep = attribution_report(predict, patchify(images, p), scores, KS, baseline=0.0, relevant=relevant,
+                             pairs=PAIRS + FLOW_PAIRS, subset=n)
+    for name, r in rep.items():
+        if "aopc" in r:  # measured on every test image
+            m[f"AOPC {name}"], m[f"precision@k {name}"] = r["aopc"], r["precision_at_k"]
+        m[f"AOPC {name}{sub}"] = r["subset"]["aopc"]
+        if name in ("raw attention", "rollout", "attention flow"):
+            m[f"precision@k {name}{sub}"] = r["subset"]["precision_at_k"]
+    m.update({f"tau {a} vs {b}": rep[a]["tau_vs"][b] for a, b in PAIRS})
+    m.update({f"tau {a} vs {b}{sub}": rep[a]["subset"]["tau_vs"][b] for a, b in FLOW_PAIRS})
+    flow = scores.pop("attention flow")
+    m[f"ties in attention flow{sub}"] = float(np.mean([1 - len(np.unique(np.round(f, 5))) / f.size for f in flow]))
     # Darcet et al. 2024: high-norm outlier patch tokens at the last block's output; who attends to registers.
     patch_norms = np.linalg.norm(np.asarray(features(model, images))[:, first:], axis=-1)  # (B, P)
     outliers = norm_outliers(patch_norms)
@@ -206,6 +183,7 @@ def measure(model, test, seed: int) -> tuple[dict[str, float], dict[str, np.ndar
     for layer in (0, cfg.num_layers - 1):
         use = register_attention(maps, cfg.num_registers, layers=[f"blocks.{layer}.attn"])[f"blocks.{layer}.attn"]
         m.update({f"layer {layer}: {names[k]}": v for k, v in use.items()})
+    drops = {name: r["drops"] for name, r in rep.items() if "drops" in r}
     return m, {"drops": drops, "scores": scores, "relevant": relevant, "patch_norms": patch_norms,
                "preds": np.asarray(logits.argmax(-1)), "flow": flow}
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tinytf import diagnostics as dg
-from tinytf.models import patchify, unpatchify
+from tinytf.models import LinearPatchEmbed, patchify, unpatchify
 
 RNG = np.random.default_rng(5)
 
@@ -169,3 +169,85 @@ def test_attention_flow_rejects_bad_input():
         dg.attention_flow(maps, residual=2)
     with pytest.raises(ValueError, match="square self-attention"):
         dg.attention_flow({"a": np.ones((1, 1, 3, 4)) / 4})
+
+
+# ------------------------------------------------------------------------------- attribution report
+
+
+def _loop_report(weights, x, scores, relevant, ks):
+    """Independent reference: per-example deletion in numpy, precision@k and Kendall tau by plain loops."""
+    drops = []
+    for b in range(x.shape[0]):
+        logits0 = (x[b] @ weights).sum(0)
+        y = int(np.argmax(logits0))
+        order = sorted(range(x.shape[1]), key=lambda t: -scores[b, t])  # stable: ties keep index order
+        row = []
+        for k in ks:
+            xk = x[b].copy()
+            xk[order[:k]] = 0.0
+            row.append(softmax(logits0)[y] - softmax((xk @ weights).sum(0))[y])
+        drops.append(row)
+    drops = np.array(drops)
+    prec = []
+    for b in range(x.shape[0]):
+        k = int(relevant[b].sum())
+        if k:
+            top = sorted(range(x.shape[1]), key=lambda t: -scores[b, t])[:k]
+            prec.append(np.mean([relevant[b, t] for t in top]))
+    return drops, float(np.mean(prec))
+
+
+def _tau_loop(a, b):
+    from scipy.stats import kendalltau
+    return float(np.nanmean([kendalltau(a[i], b[i]).statistic for i in range(a.shape[0])]))
+
+
+def test_attribution_report_pairs_and_subset_match_loops():
+    import jax.numpy as jnp
+    B, T, D, C, n = 11, 7, 3, 5, 5
+    weights = RNG.normal(size=(D, C))
+    x = RNG.normal(size=(B, T, D)).astype(np.float32)
+    relevant = RNG.random((B, T)) < 0.3
+    a, b = RNG.random((B, T)), RNG.random((B, T))
+    cheap = np.round(RNG.random((n, T)), 1)  # given on the first n only, with ties
+    ks = [1, 2, 3]
+
+    def fn(inputs):
+        return (inputs @ jnp.asarray(weights, jnp.float32)).sum(1)
+
+    rep = dg.attribution_report(fn, x, {"a": a, "b": b, "cheap": cheap}, ks, baseline=0.0, relevant=relevant,
+                                pairs=[("a", "b"), ("cheap", "a")], subset=n)
+    assert set(rep["cheap"]) == {"subset"} and set(rep["a"]) >= {"aopc", "drops", "precision_at_k", "subset"}
+    for name, s in (("a", a), ("b", b)):
+        drops, prec = _loop_report(weights, x.astype(np.float64), s, relevant, ks)
+        np.testing.assert_allclose(rep[name]["drops"], drops.mean(0), atol=1e-5)
+        assert rep[name]["aopc"] == pytest.approx(drops.mean(), abs=1e-5)
+        assert rep[name]["precision_at_k"] == pytest.approx(prec)
+        sub_drops, sub_prec = _loop_report(weights, x[:n].astype(np.float64), s[:n], relevant[:n], ks)
+        assert rep[name]["subset"]["aopc"] == pytest.approx(sub_drops.mean(), abs=1e-5)
+        assert rep[name]["subset"]["precision_at_k"] == pytest.approx(sub_prec)
+    drops, prec = _loop_report(weights, x[:n].astype(np.float64), cheap, relevant[:n], ks)
+    assert rep["cheap"]["subset"]["aopc"] == pytest.approx(drops.mean(), abs=1e-5)
+    assert rep["cheap"]["subset"]["precision_at_k"] == pytest.approx(prec)
+    assert rep["a"]["tau_vs"]["b"] == pytest.approx(_tau_loop(a, b))
+    assert rep["a"]["subset"]["tau_vs"]["b"] == pytest.approx(_tau_loop(a[:n], b[:n]))
+    assert rep["cheap"]["subset"]["tau_vs"]["a"] == pytest.approx(_tau_loop(cheap, a[:n]))
+    with pytest.raises(ValueError, match="subset=12"):
+        dg.attribution_report(fn, x, {"a": a}, ks, baseline=0.0, subset=12)
+    with pytest.raises(ValueError, match=r"attributions\['cheap'\] has shape \(5, 7\)"):
+        dg.attribution_report(fn, x, {"cheap": cheap}, ks, baseline=0.0)
+    with pytest.raises(ValueError, match="pairs has"):
+        dg.attribution_report(fn, x, {"a": a}, ks, baseline=0.0, pairs=[("a", "z")])
+
+
+def test_linear_patch_embed_is_a_matrix_on_each_flattened_patch():
+    from flax import nnx
+    p, C, D = 3, 2, 5
+    embed = LinearPatchEmbed(p, C, D, rngs=nnx.Rngs(7))
+    images = RNG.normal(size=(2, 2 * p, 3 * p, C)).astype(np.float32)
+    w, b = np.asarray(embed.proj.kernel[...]), np.asarray(embed.proj.bias[...])
+    expected = np.stack([[images[n, i * p:(i + 1) * p, j * p:(j + 1) * p].reshape(-1) @ w + b
+                          for i in range(2) for j in range(3)] for n in range(2)])
+    np.testing.assert_allclose(np.asarray(embed(images)), expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="C=2"):
+        embed(images[..., :1])

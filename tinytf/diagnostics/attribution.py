@@ -235,21 +235,71 @@ def precision_at_k(scores, relevant, k: int | None = None, *, candidates=None) -
 
 
 def attribution_report(predict_fn: Callable, inputs, attributions: Mapping[str, object], ks, *, baseline,
-                       reference: str | None = None, relevant=None, candidates=None) -> dict:
-    """AOPC, deletion drops, Kendall tau (vs `reference`) and precision@k for several attributions.
+                       reference: str | None = None, relevant=None, candidates=None, pairs=(),
+                       subset: int | None = None) -> dict:
+    """AOPC, deletion drops, Kendall tau and precision@k for several attributions of the same inputs.
+
+    Every method's deletion curve is computed once per example (`deletion_curve`, Samek et
+    al. 2017); the batch means give "drops" and "aopc", and with `subset` the means over the
+    first n examples give the same metrics there. An attribution that is too expensive for the
+    whole batch (e.g. `attention_flow`) may be given for the first n = `subset` examples only:
+    it is measured there only (its rows are padded with zeros for the deletion pass, which
+    keeps one batch shape and so one compiled `predict_fn`; a padded row changes no other row).
+
+    Args:
+      predict_fn, inputs, ks, baseline, candidates: as in `deletion_curve`.
+      attributions: {method: (B, T) scores}, or (n, T) scores for n = `subset`.
+      reference: method whose Kendall tau with every method is reported as "tau".
+      relevant: optional (B, T) bool ground truth for precision@k.
+      pairs: (a, b) method pairs: Kendall tau of a with b (mean over examples) as
+        report[a]["tau_vs"][b], over the examples both methods have.
+      subset: n: repeat every metric on the first n examples under report[method]["subset"].
 
     Returns:
-      {method: {"aopc", "drops" (K,), "tau" (if reference), "precision_at_k" (if relevant)}}.
+      {method: {"aopc", "drops" (K,), "tau" (if reference), "tau_vs" {b: tau} (if pairs),
+      "precision_at_k" (if relevant), "subset": {the same keys on the first n} (if subset)}};
+      a method given on the first n examples only has just "subset".
     """
+    x = jnp.asarray(inputs)
+    B = x.shape[0]
+    if subset is not None and not 1 <= int(subset) <= B:
+        raise ValueError(f"subset={subset}: expected a number of examples in [1, {B}]")
+    n = B if subset is None else int(subset)
+    scores = {name: np.asarray(s, np.float64) for name, s in attributions.items()}
+    for name, s in scores.items():
+        if s.ndim != 2 or s.shape[0] not in (B, n):
+            raise ValueError(f"attributions[{name!r}] has shape {s.shape}: expected (B={B}, T)"
+                             + (f" or (subset={n}, T)" if subset is not None else ""))
+    for a, b in pairs:
+        if a not in scores or b not in scores:
+            raise ValueError(f"pairs has ({a!r}, {b!r}): expected names among the attributions {list(scores)}")
+    if reference is not None and reference not in scores:
+        raise ValueError(f"reference={reference!r}: expected one of the attributions {list(scores)}")
+    rel = None if relevant is None else np.asarray(relevant, bool)
+
+    def metrics(s, each, rows, partner):
+        row = {"drops": each[:rows].mean(0)}
+        row["aopc"] = aopc(row["drops"])
+        cand = None if candidates is None else _candidates(candidates, (B, s.shape[1]))[:rows]
+        if reference is not None and scores[reference].shape[0] >= rows:
+            row["tau"] = float(np.nanmean(kendall_tau(s[:rows], scores[reference][:rows], candidates=cand)))
+        if pairs:
+            row["tau_vs"] = {b: float(np.nanmean(kendall_tau(s[:rows], scores[b][:rows], candidates=cand)))
+                             for b in partner if scores[b].shape[0] >= rows}
+        if rel is not None:
+            row["precision_at_k"] = precision_at_k(s[:rows], rel[:rows], candidates=cand)
+        return row
+
     out = {}
-    for name, scores in attributions.items():
-        drops = deletion_curve(predict_fn, inputs, scores, ks, baseline=baseline, candidates=candidates)
-        row = {"aopc": aopc(drops), "drops": drops}
-        if reference is not None:
-            row["tau"] = float(np.nanmean(kendall_tau(scores, attributions[reference], candidates=candidates)))
-        if relevant is not None:
-            row["precision_at_k"] = precision_at_k(scores, relevant, candidates=candidates)
-        out[name] = row
+    for name, s in scores.items():
+        full = s.shape[0] == B
+        padded = s if full else np.concatenate([s, np.zeros((B - n, s.shape[1]))])
+        each = deletion_curve(predict_fn, x, padded, ks, baseline=baseline, candidates=candidates,
+                              per_example=True)  # (B, K)
+        partner = [b for a, b in pairs if a == name]
+        out[name] = metrics(s, each, B, partner) if full else {}
+        if subset is not None:
+            out[name]["subset"] = metrics(s, each, n, partner)
     return out
 
 

@@ -89,6 +89,27 @@ class PatchEmbed(nnx.Module):
         return x @ kernel.reshape(x.shape[-1], -1) + self.proj.bias[...]  # (B, P, D)
 
 
+class LinearPatchEmbed(nnx.Module):
+    """A patch token = a linear map of the flattened patch (Dosovitskiy et al. 2021, "An Image is Worth
+    16x16 Words", eq. 1): `nnx.Linear(p*p*C, D)` on `patchify(images, p)`.
+
+    The same function as `PatchEmbed`, with the matrix's (p*p*C, D) shape and `nnx.Linear`'s
+    initialisation instead of the convolution's (p, p, C, D) kernel: the optimiser (and the random
+    draw) see another parameter, so trained numbers differ. Swap it in with
+    `model.patch_embed = LinearPatchEmbed(...)` (the vit-attention lesson's recipe does).
+    """
+
+    def __init__(self, patch_size: int, channels: int, d_model: int, *, rngs: nnx.Rngs):
+        self.patch_size, self.channels = patch_size, channels
+        self.proj = nnx.Linear(patch_size * patch_size * channels, d_model, rngs=rngs)
+
+    def __call__(self, images: Array) -> Array:
+        """images (B, H, W, C) -> patch embeddings (B, (H/p)*(W/p), D)."""
+        if images.ndim != 4 or images.shape[-1] != self.channels:
+            raise ValueError(f"images must have shape (B, H, W, C={self.channels}), got {images.shape}")
+        return self.proj(patchify(images, self.patch_size))  # (B, P, D)
+
+
 # --------------------------------------------------------------------------- config
 @dataclass(frozen=True, kw_only=True)
 class ViTConfig:
