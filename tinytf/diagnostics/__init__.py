@@ -15,8 +15,8 @@ Read in this order:
   heads.py       — head importance, masking and pruning curves     [heads]
   attribution.py — attention rollout, grad x input, deletion / AOPC,
                    Kendall tau, precision@k                        [vit-attention]
-  sinks.py       — the active/dormant head, massive activations, value norms [attention-sinks]
-  streaming.py   — NLL and row entropy under KV-cache policies (StreamingLLM) [attention-sinks]
+  sinks.py       — the active/dormant head, massive activations, value norms, sink_report [attention-sinks]
+  streaming.py   — NLL and row entropy under KV-cache policies, eviction_report (StreamingLLM) [attention-sinks]
 """
 
 from tinytf.diagnostics.attribution import (
@@ -60,8 +60,9 @@ from tinytf.diagnostics.queries import (
 )
 from tinytf.diagnostics.representations import rank_residual, singular_values
 from tinytf.diagnostics.similarity import cross_layer_similarity, js_divergence
-from tinytf.diagnostics.sinks import active_dormant_head, lm_states, massive_activations, value_norm_ratio
-from tinytf.diagnostics.streaming import streaming_report
+from tinytf.diagnostics.sinks import (active_dormant_head, lm_states, massive_activations, sequence_maps, sink_recorder,
+                                     sink_report, value_norm_ratio)
+from tinytf.diagnostics.streaming import eviction_report, streaming_report
 
 
 
@@ -74,4 +75,5 @@ __all__ = [
     "precision_at_k", "prune_heads", "pruning_curve", "query_embedding_diversity",
     "query_map_similarity", "rank_residual", "set_head_mask", "sine_2d_frequencies",
     "sine_pe_aliasing", "singular_values", "sink_rate", "sink_scores", "streaming_report", "value_norm_ratio",
+    "sequence_maps", "sink_report", "sink_recorder", "eviction_report",
 ]

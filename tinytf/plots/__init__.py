@@ -14,7 +14,7 @@ Reading order:
               (boxes and every query's map);
   curves.py — `metric_curves` (vs training step), `length_curves` (vs sequence
               length), `pruning_curves`, `deletion_curves`, `rank_vs_depth`;
-  conditions.py — `grouped_bars`, `condition_curves` (a baseline and its fixes over
+  conditions.py — `grouped_bars`, `condition_curves`, `condition_panels` (a baseline and its fixes over
               several seeds: mean, min-max spread only with >= 2 seeds).
 """
 
@@ -32,8 +32,9 @@ from tinytf.plots.curves import (  # noqa: E402
     pruning_curves,
     rank_vs_depth,
 )
-from tinytf.plots.conditions import condition_curves, grouped_bars  # noqa: E402
+from tinytf.plots.conditions import condition_curves, condition_panels, grouped_bars  # noqa: E402
 from tinytf.plots.maps import attention_grid, attention_on_image, detr_queries  # noqa: E402
 
 __all__ = ["attention_grid", "attention_on_image", "detr_queries", "metric_curves", "length_curves",
-           "pruning_curves", "deletion_curves", "rank_vs_depth", "grouped_bars", "condition_curves"]
+           "pruning_curves", "deletion_curves", "rank_vs_depth", "grouped_bars", "condition_curves",
+           "condition_panels"]
