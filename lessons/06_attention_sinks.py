@@ -49,14 +49,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from matplotlib.figure import Figure
-
 from tinytf import data, plots
-from tinytf.diagnostics import (active_dormant_head, bos_mass, lm_states, massive_activations, null_mass, sink_rate,
-                                streaming_report, value_norm_ratio)
+from tinytf.diagnostics import eviction_report, sink_recorder, sink_report
 from tinytf.apps.claims import LessonResult
 from tinytf.apps.lessons import main_for
-from tinytf.models import CausalLM, LMConfig, streaming_forward
+from tinytf.models import CausalLM, LMConfig, prepend_registers
 from tinytf.capture import capture_attention
 from tinytf.train import accuracy, cross_entropy, fit
 from tinytf.variants import AttentionConfig, get_variant
@@ -97,12 +94,8 @@ BASE = "softmax (baseline)"
 
 
 def with_registers(batch: dict, registers: int) -> dict:
-    """Prepend `registers` register tokens (ids V+1 .. V+r) to every sequence; no loss on them."""
-    B = batch["tokens"].shape[0]
-    regs = jnp.broadcast_to(jnp.arange(TASK.num_tokens, TASK.num_tokens + registers, dtype=jnp.int32), (B, registers))
-    pad = jnp.zeros((B, registers), bool)
-    return {key: jnp.concatenate([regs if key in ("tokens", "targets") else pad, batch[key]], 1)  # (B, r + T)
-            for key in ("tokens", "targets", "loss_mask", "trigger")}
+    """Prepend `registers` register tokens (ids V .. V+r-1) to every sequence; no loss on them."""
+    return prepend_registers(batch, TASK.num_tokens, registers)
 
 
 def make_model(spec: dict, seed: int) -> CausalLM:
@@ -125,60 +118,30 @@ def loss_fn(model, batch):
 
 # %% [markdown]
 # ## Measure
-# Maps come from `capture_attention`. For the register model we cut the register rows and
-# columns away, so every model's maps cover the same T tokens and the registers' share shows
-# up as off-sequence mass. *Dormant* queries are the non-trigger positions after BOS. Note
-# that uniform causal attention already puts ~0.1 on BOS here (row i gives it 1/(i+1)), so we
-# also follow the **active/dormant (AD) head**, the head whose dormant rows out-sink its trigger
-# rows the most (Guo et al.'s signature), and Gu's rate. In the results table: `BOS dormant` /
-# `BOS trigger` = BOS mass of those queries, `AD ...` = the same in the AD head, `null
-# dormant` = off-sequence mass, `H` = entropy, `excess loss` = loss minus the Bayes-optimal loss.
+# `sink_report` (`tinytf.diagnostics`) captures the maps, cuts the register rows and columns
+# away (their share shows up as off-sequence mass) and measures everything on the held-out
+# batch. *Dormant* queries are the non-trigger positions after BOS. Uniform causal attention
+# already puts ~0.1 on BOS (row i gives it 1/(i+1)), so we also follow the **active/dormant
+# (AD) head**, whose dormant rows out-sink its trigger rows the most (Guo et al.), and Gu's
+# rate. Table keys: `BOS dormant` / `BOS trigger` = BOS mass of those queries, `AD ...` = the
+# same in the AD head, `null dormant` = off-sequence mass, `H` = entropy, `excess loss` =
+# loss minus the Bayes-optimal loss.
 
 # %%
-def sequence_maps(model, tokens, registers: int) -> dict:
-    """{layer: (B, N, T, T)} attention among the real tokens (register rows/columns dropped)."""
-    return {name: w[:, :, registers:, registers:] for name, w in capture_attention(model, tokens).items()}
-
-
 def dormant_rows(batch: dict):
     """(B, T) bool: queries after BOS that are not back-copy triggers."""
     return ~batch["trigger"] & (jnp.arange(batch["tokens"].shape[1]) > 0)
 
 
 def measure(model, registers: int, batch: dict) -> dict:
-    """Sink metrics and task metrics of one model on a held-out batch."""
+    """`sink_report` (maps, AD head, massive activations, value norms) and the task metrics."""
     b = with_registers(batch, registers)
-    maps = sequence_maps(model, b["tokens"], registers)
-    dormant, trig = dormant_rows(batch), batch["trigger"]
-    ad = active_dormant_head(maps, dormant, trig)  # Guo et al.'s active/dormant head
     logits = model(b["tokens"])  # (B, r + T, V)
     bayes = -float(batch["true_logprob"].sum() / batch["loss_mask"].sum())
-    return {"BOS dormant": float(bos_mass(maps, dormant)), "BOS trigger": float(bos_mass(maps, trig)),
-            "AD BOS dormant": ad["dormant"], "AD BOS trigger": ad["active"],
-            "sink rate %": float(sink_rate(maps)), "null dormant": float(null_mass(maps, dormant)),
+    return {**sink_report(model, b["tokens"], dormant_rows(batch), batch["trigger"], prefix=registers,
+                          active_label="trigger"),
             "excess loss": float(cross_entropy(logits, b["targets"], b["loss_mask"])) - bayes,
-            "trigger acc": float(accuracy(logits, b["targets"], b["trigger"] & b["loss_mask"])),
-            "AD layer": ad["layer"], **mechanism(model, b["tokens"], registers, ad)}
-
-
-def mechanism(model, tokens, registers: int, ad: dict) -> dict:
-    """Sun et al.'s mechanism: BOS's hidden-state norm over the median token's (last layer and
-    largest over layers) and BOS's value norm over the median token's in the AD head."""
-    states = lm_states(model, tokens)
-    norm = massive_activations(states["hidden"], sink_index=registers, exclude=registers)["norm_ratio"]  # (L + 1,)
-    value = value_norm_ratio(states["values"], sink_index=registers, exclude=registers)[ad["layer"]][ad["head"]]
-    return {"BOS norm ratio": float(norm[1:].max()), "BOS value ratio AD": float(value)}
-
-
-def sink_recorder(registers: int, probe: dict):
-    """A fit callback: Gu's sink rate and the dormant BOS mass on a fixed probe batch."""
-    tokens, dormant = with_registers(probe, registers)["tokens"], dormant_rows(probe)
-
-    def record(step, model):
-        maps = sequence_maps(model, tokens, registers)
-        return {"sink rate %": sink_rate(maps), "BOS dormant": bos_mass(maps, dormant)}
-
-    return record
+            "trigger acc": float(accuracy(logits, b["targets"], b["trigger"] & b["loss_mask"]))}
 
 
 def train(spec: dict, seed: int, steps: int, probe: dict):
@@ -187,34 +150,20 @@ def train(spec: dict, seed: int, steps: int, probe: dict):
     sample = lambda key: with_registers(  # noqa: E731 -- same key, same batch, in every condition
         data.sample_bigram_backcopy(key, TASK, batch_size=BATCH, seq_len=SEQ_LEN), r)
     history = fit(model, sample, steps=steps, loss_fn=loss_fn, learning_rate=3e-3, weight_decay=0.1,
-                  seed=seed, callbacks=[sink_recorder(r, probe)], callback_every=steps // 5)
+                  seed=seed, callbacks=[sink_recorder(with_registers(probe, r)["tokens"], dormant_rows(probe), prefix=r)], callback_every=steps // 5)
     return model, history
 
 
 # %% [markdown]
 # ## StreamingLLM: a window cache, with and without the sink
-# `streaming_report` (`tinytf.diagnostics`) scores streams 4x (quick) or 8x (full) the
-# training length token by token through a KV cache: *dense* keeps everything, *window*
-# keeps the last W = 16 tokens, *window + BOS* keeps BOS and the last 15 (register models
-# keep their registers in every policy). Cached tokens get positions inside the cache, as in
-# StreamingLLM. It returns the NLL of the tokens beyond the training length and the entropy
-# of the dormant rows in the AD head's layer. Quick mode streams the baseline only (its
-# claims are the baseline's); full mode streams every model.
+# `eviction_report` (`tinytf.diagnostics`) scores streams 4x (quick) or 8x (full) the training
+# length token by token through a KV cache: *dense* keeps everything, *window* the last
+# W = 16 tokens, *window + BOS* BOS and the last 15 (register models keep their registers in
+# every policy; cached tokens get positions inside the cache, as in StreamingLLM). It returns
+# the NLL past the training length and the dormant rows' entropy in the AD head's layer.
+# Quick mode streams the baseline only (its claims are the baseline's); full mode every model.
 
 # %%
-def stream(model, registers: int, batch: dict, ad_layer: str) -> tuple[dict, dict]:
-    """Metrics of three cache policies, and {policy: (L-1,) mean NLL per position}."""
-    policies = {"dense": dict(window=None, sink_tokens=0), "window": dict(window=WINDOW, sink_tokens=registers),
-                "window+BOS": dict(window=WINDOW - 1, sink_tokens=registers + 1)}
-    report = streaming_report(model, with_registers(batch, registers)["tokens"], policies, score_from=SEQ_LEN,
-                              prefix=registers, layer=ad_layer, query_mask=~batch["trigger"])
-    out = {}
-    for name, r in report.items():
-        out[f"NLL {name}"], out[f"H {name}"] = r["nll"], r["entropy"]
-    out["eviction cost"] = out["NLL window"] - out["NLL window+BOS"]
-    return out, {name: r["nll_by_position"] for name, r in report.items()}
-
-
 def run_conditions(conditions: dict, seeds, steps: int, stream_len: int, streamed=None) -> dict:
     """{condition: [one dict per seed: metrics, 'history', 'nll_by_position', 'model']}; same batches for all.
 
@@ -231,7 +180,10 @@ def run_conditions(conditions: dict, seeds, steps: int, stream_len: int, streame
             m = measure(model, spec.get("registers", 0), held_out)
             s, by_position = {}, {}
             if streamed is None or name in streamed:
-                s, by_position = stream(model, spec.get("registers", 0), streams, m["AD layer"])
+                r = spec.get("registers", 0)
+                s, by_position = eviction_report(model, with_registers(streams, r)["tokens"], window=WINDOW,
+                                                 score_from=SEQ_LEN, prefix=r, layer=m["AD layer"],
+                                                 query_mask=~streams["trigger"])
             runs[name].append({**m, **s, "history": history, "nll_by_position": by_position, "model": model})
     return runs
 
@@ -245,7 +197,7 @@ def per_seed(runs, name, key) -> np.ndarray:
 # At initialisation no head is a sink (rate 0). After training, the heads that do the
 # back-copy attend to the previous token on triggers and park their dormant rows on BOS.
 # With 2 layers x 4 heads, one head that is a sink on every sequence adds 12.5 points to
-# Gu's rate: quick mode reaches 10-23 % at seeds 0-4 (one or two sink heads), far below
+# Gu's rate: quick mode reaches 8.8-23 % at seeds 0-9 (one or two sink heads), far below
 # the rates Gu et al. report for LLMs; the claim asks for >= 5 points (part of one head).
 
 # %%
@@ -304,7 +256,7 @@ def claim_fixes(result: LessonResult, runs) -> None:
 # Dense attention past the training length fails (RoPE offsets never seen in training). A
 # plain window that evicts BOS costs too, but modestly at this scale: `window_needs_sink`
 # measures the NLL of the window cache minus that of window + BOS on the tokens past the
-# training length (a few hundredths of a nat per token, positive at every seed we ran; LLMs
+# training length (0.07-0.16 nats per token at quick seeds 0-9; LLMs
 # in StreamingLLM blow up to perplexities in the hundreds). Once BOS is gone, the AD head's
 # layer spreads its dormant rows over recent tokens (their entropy rises), so those heads
 # write a mix of token values where training only ever showed them BOS's small value.
@@ -352,44 +304,34 @@ def claim_mechanism(result: LessonResult, runs) -> None:
 def notes(runs) -> list[str]:
     """Plain statements of what does and does not match the papers, from this run's numbers."""
     m = lambda name, key: per_seed(runs, name, key).mean()  # noqa: E731
-    out = [f"Sinks are moderate at this scale: baseline sink rate {m(BASE, 'sink rate %'):.0f}% and dormant BOS "
-           f"mass {m(BASE, 'BOS dormant'):.2f} (uniform attention: {m('softmax at init', 'BOS dormant'):.2f});"
-           " Gu et al. find much higher rates in trained LLMs.",
-           f"StreamingLLM's failure does reproduce: evicting BOS costs {m(BASE, 'eviction cost'):.2f} nats, dense "
-           f"attention beyond the training length {m(BASE, 'NLL dense') - m(BASE, 'NLL window+BOS'):.2f} nats."]
     fixes = [n for n in runs if n in CONDITIONS and n != BASE and "eviction cost" in runs[n][0]]
-    needy = [n for n in fixes if m(n, "eviction cost") > 0.05]
-    if fixes:
-        out.append("Eviction cost of the models trained with a fix: " + ", ".join(
-            f"{n} {m(n, 'eviction cost'):.2f}" for n in fixes) + " nats" + (
-            f"; {', '.join(needy)} still need BOS in the cache (> 0.05 nats), unlike StreamingLLM's pre-trained "
-            "sink token, which made the first token unnecessary." if needy else "."))
-    else:
-        out.append("Quick mode streams the baseline only; full mode measures the eviction cost of every fix.")
-    out.append(f"Sun et al.'s mechanism is absent at this scale: BOS's hidden norm / median token's "
-               f"{m(BASE, 'BOS norm ratio'):.2f} (init {m('softmax at init', 'BOS norm ratio'):.2f}), BOS's value norm / "
-               f"median in the AD head {m(BASE, 'BOS value ratio AD'):.2f}.")
+    out = [f"Sinks are moderate at this scale: baseline sink rate {m(BASE, 'sink rate %'):.0f}% and dormant BOS mass "
+           f"{m(BASE, 'BOS dormant'):.2f} (uniform: {m('softmax at init', 'BOS dormant'):.2f}); Gu et al. find more in LLMs.",
+           f"Evicting BOS costs {m(BASE, 'eviction cost'):.2f} nats, dense attention beyond the training length "
+           f"{m(BASE, 'NLL dense') - m(BASE, 'NLL window+BOS'):.2f} nats.",
+           ("Eviction cost with a fix: " + ", ".join(f"{n} {m(n, 'eviction cost'):.2f}" for n in fixes) + " nats"
+            if fixes else "Quick mode streams the baseline only; full mode measures the eviction cost of every fix."),
+           f"No massive activations at this scale: BOS's hidden norm / median token's {m(BASE, 'BOS norm ratio'):.2f} "
+           f"(init {m('softmax at init', 'BOS norm ratio'):.2f}), value norm / median in the AD head "
+           f"{m(BASE, 'BOS value ratio AD'):.2f}."]
     if "sink logit" in runs:
-        out.append(f"Sink logit, trained vs untrained (its null key starts with most of each row): BOS dormant {m('sink logit at init', 'BOS dormant'):.2f}"
-                   f" at init -> {m('sink logit', 'BOS dormant'):.2f} trained (baseline {m('softmax at init', 'BOS dormant'):.2f}"
-                   f" -> {m(BASE, 'BOS dormant'):.2f}); training keeps the null key's share "
-                   f"({m('sink logit at init', 'null dormant'):.2f} -> {m('sink logit', 'null dormant'):.2f}).")
+        out.append(f"Sink logit: BOS dormant {m('sink logit at init', 'BOS dormant'):.2f} at init -> "
+                   f"{m('sink logit', 'BOS dormant'):.2f} trained (baseline {m('softmax at init', 'BOS dormant'):.2f} -> "
+                   f"{m(BASE, 'BOS dormant'):.2f}); null share {m('sink logit at init', 'null dormant'):.2f} -> "
+                   f"{m('sink logit', 'null dormant'):.2f}.")
     if "sigmoid" in runs:
-        out.append(f"Sigmoid attention lowers the dormant BOS mass ({m('sigmoid', 'BOS dormant'):.2f} vs "
-                   f"{m(BASE, 'BOS dormant'):.2f}) but keeps a sink rate of {m('sigmoid', 'sink rate %'):.1f}% "
-                   "(Gu et al.: no sink at all); without normalisation nothing forces mass onto BOS, so a head that "
-                   "still attends to it does so by choice, not because its row must sum to one.")
+        out.append(f"Sigmoid lowers the dormant BOS mass ({m('sigmoid', 'BOS dormant'):.2f} vs {m(BASE, 'BOS dormant'):.2f})"
+                   f" but keeps a sink rate of {m('sigmoid', 'sink rate %'):.1f}% (Gu et al.: none): with no "
+                   "normalisation, a head that still attends to BOS does so by choice.")
     if "gated output" in runs:
-        out.append(f"Gated output: sink rate {m('gated output', 'sink rate %'):.0f}% vs {m(BASE, 'sink rate %'):.0f}%"
-                   " baseline; Qiu et al.'s near-elimination needs far longer training at scale.")
+        out.append(f"Gated output: sink rate {m('gated output', 'sink rate %'):.0f}% vs {m(BASE, 'sink rate %'):.0f}% "
+                   "baseline; Qiu et al.'s near-elimination needs far longer training at scale.")
     return out
 
 
 # %% [markdown]
-# ## Figures
-# (1) the maps of the baseline and of the register model on one sequence (triggers marked
-# `*`); (2) where the attention goes, per condition; (3) the sink forming during training;
-# (4) the streaming test.
+# ## Figures: maps of the baseline and the register model (triggers marked `*`), mass per
+# condition, the sink forming during training, the streaming test.
 
 # %%
 def maps_figure(model, registers: int, sequence, title: str, path: Path) -> None:
@@ -399,57 +341,45 @@ def maps_figure(model, registers: int, sequence, title: str, path: Path) -> None
     plots.attention_grid(capture_attention(model, toks), labels, title=title, save=path)
 
 
-def panels(runs, names, specs, suptitle: str, path: Path) -> None:
-    """One row of bar panels; specs = [(ylabel, title, {metric: legend label})]."""
-    fig = Figure(figsize=(4.6 * len(specs), 4.6), dpi=100, layout="constrained")
-    for ax, (ylabel, title, keys) in zip(fig.subplots(1, len(specs), squeeze=False)[0], specs):
-        plots.seed_bars({n: {label: per_seed(runs, n, k) for k, label in keys.items()} for n in names},
-                           ylabel=ylabel, title=title, ax=ax)
-    fig.suptitle(suptitle)
-    fig.savefig(path)
-
-
 def conditions_figure(runs, path: Path) -> None:
-    panels(runs, [n for n in runs if not n.endswith("at init")], [
-        ("attention mass (mean over layers, heads)", "Where the attention goes",
-         {"BOS dormant": "on BOS, dormant queries", "BOS trigger": "on BOS, trigger queries",
-          "AD BOS dormant": "on BOS, dormant, AD head", "null dormant": "off-sequence (null key / registers)"}),
-        ("Gu sink rate Sink_1^0.3 (%)", "Heads that are sinks", {"sink rate %": "sink rate"}),
-        ("loss - Bayes-optimal loss (nats)", "Cost on the task", {"excess loss": "excess loss"})],
-        "Attention sinks per condition", path)
+    names = [n for n in runs if not n.endswith("at init")]
+    bars = lambda keys, ylabel, title: ("bars", dict(ylabel=ylabel, title=title, values={  # noqa: E731
+        n: {label: per_seed(runs, n, k) for k, label in keys.items()} for n in names}))
+    plots.panel_row([
+        bars({"BOS dormant": "on BOS, dormant queries", "BOS trigger": "on BOS, trigger queries",
+              "AD BOS dormant": "on BOS, dormant, AD head", "null dormant": "off-sequence (null key / registers)"},
+             "attention mass (mean over layers, heads)", "Where the attention goes"),
+        bars({"sink rate %": "sink rate"}, "Gu sink rate Sink_1^0.3 (%)", "Heads that are sinks"),
+        bars({"excess loss": "excess loss"}, "loss - Bayes-optimal loss (nats)", "Cost on the task")],
+        suptitle="Attention sinks per condition", save=path)
 
 
 def curves_figure(runs, path: Path) -> None:
     names = [n for n in runs if not n.endswith("at init")]
     steps = runs[BASE][0]["history"].steps("sink rate %")
-    fig = Figure(figsize=(11, 4.4), dpi=100, layout="constrained")
-    for ax, (key, ylabel) in zip(fig.subplots(1, 2), (("sink rate %", "Gu sink rate Sink_1^0.3 (%)"),
-                                                      ("BOS dormant", "BOS mass, dormant queries"))):
-        plots.condition_curves(steps, {n: np.stack([r["history"][key] for r in runs[n]]) for n in names},
-                               xlabel="training step", ylabel=ylabel, title=ylabel, ax=ax)
-    fig.suptitle("The sink forms during training (probe batch)")
-    fig.savefig(path)
+    plots.panel_row([("curves", dict(x=steps, xlabel="training step", ylabel=label, title=label, curves={
+        n: np.stack([r["history"][key] for r in runs[n]]) for n in names})) for key, label in
+        (("sink rate %", "Gu sink rate Sink_1^0.3 (%)"), ("BOS dormant", "BOS mass, dormant queries"))],
+        suptitle="The sink forms during training (probe batch)", figsize=(11, 4.4), save=path)
 
 
 def streaming_figure(runs, path: Path) -> None:
     names = [n for n in runs if not n.endswith("at init") and "eviction cost" in runs[n][0]]
-    fig = Figure(figsize=(14, 4.8), dpi=100, layout="constrained")
-    ax1, ax2, ax3 = fig.subplots(1, 3, width_ratios=[1.6, 1, 1])
     by_position = {p: np.stack([r["nll_by_position"][p] for r in runs[BASE]]) for p in runs[BASE][0]["nll_by_position"]}
-    n = next(iter(by_position.values())).shape[1] // 16 * 16
-    plots.condition_curves(np.arange(n).reshape(-1, 16).mean(1) + 1,  # 16-token bins
-                           {p: v[:, :n].reshape(len(v), -1, 16).mean(2) for p, v in by_position.items()},
-                           xlabel="position in the stream", ylabel="NLL (nats, mean over 16-token bins)",
-                           title=f"Baseline along the stream (cache of {WINDOW})", ax=ax1, vline=SEQ_LEN,
-                           vline_label="training length")
-    plots.seed_bars({n: {"cost": per_seed(runs, n, "eviction cost")} for n in names},
-                       ylabel="NLL(window) - NLL(window + BOS)", title="What evicting BOS costs", ax=ax2)
-    plots.seed_bars({n: {"BOS kept": per_seed(runs, n, "H window+BOS"), "BOS evicted": per_seed(runs, n, "H window")}
-                        for n in names}, ylabel="dormant-row entropy, AD layer (nats)", title="Evicting BOS spreads "
-                       "the dormant rows", ax=ax3)
-    fig.suptitle("StreamingLLM on Bigram-Backcopy: a window cache with and without the first token"
-                 + (" (quick mode streams the baseline only)" if len(names) == 1 else ""))
-    fig.savefig(path)
+    entropy = {n: {"BOS kept": per_seed(runs, n, "H window+BOS"), "BOS evicted": per_seed(runs, n, "H window")}
+               for n in names}
+    plots.panel_row([
+        ("curves", dict(x=np.arange(next(iter(by_position.values())).shape[1]) + 1, curves=by_position, bin=16,
+                        xlabel="position in the stream", ylabel="NLL (nats, mean over 16-token bins)",
+                        title=f"Baseline along the stream (cache of {WINDOW})", vline=SEQ_LEN,
+                        vline_label="training length")),
+        ("bars", dict(values={n: {"cost": per_seed(runs, n, "eviction cost")} for n in names},
+                      ylabel="NLL(window) - NLL(window + BOS)", title="What evicting BOS costs")),
+        ("bars", dict(values=entropy, ylabel="dormant-row entropy, AD layer (nats)",
+                      title="Evicting BOS spreads the dormant rows"))],
+        suptitle="StreamingLLM on Bigram-Backcopy: a window cache with and without the first token"
+        + (" (quick mode streams the baseline only)" if len(names) == 1 else ""),
+        figsize=(14, 4.8), width_ratios=[1.6, 1, 1], save=path)
 
 
 def example_sequence():

@@ -132,3 +132,83 @@ def test_massive_activations_and_value_norms_against_numpy():
         dg.massive_activations([h], sink_index=6)
     with pytest.raises(ValueError, match="non-empty dict"):
         dg.value_norm_ratio([v])
+
+
+# --------------------------------------------------------------------------- sink_report, recorder, eviction
+
+
+def test_sink_report_against_numpy_on_the_captured_maps(model):
+    prefix, L = 2, 9
+    tokens = jax.random.randint(jax.random.key(5), (B, prefix + L), 0, 13)
+    rng = np.random.default_rng(6)
+    dormant = rng.random((B, L)) > 0.4
+    active = ~dormant
+    got = dg.sink_report(model, tokens, dormant, active, prefix=prefix, active_label="trig", sink_label="S")
+    maps = {k: np.asarray(w, np.float64)[:, :, prefix:, prefix:] for k, w in capture_attention(model, tokens).items()}
+    W = np.stack(list(maps.values()))  # (layers, B, N, L, L)
+    on_sink = W[..., 0].transpose(0, 2, 1, 3)  # (layers, N, B, L)
+    np.testing.assert_allclose(got["S dormant"], on_sink[:, :, dormant].mean(), rtol=1e-5)
+    np.testing.assert_allclose(got["S trig"], on_sink[:, :, active].mean(), rtol=1e-5)
+    np.testing.assert_allclose(got["null dormant"], (1 - W.sum(-1)).transpose(0, 2, 1, 3)[:, :, dormant].mean(),
+                               atol=1e-6)
+    gaps = on_sink[:, :, dormant].mean(-1) - on_sink[:, :, active].mean(-1)  # (layers, N)
+    li, h = np.unravel_index(gaps.argmax(), gaps.shape)
+    assert got["AD layer"] == list(maps)[li]
+    np.testing.assert_allclose(got["AD S dormant"], on_sink[li, h][dormant].mean(), rtol=1e-5)
+    # Gu's rate: importance of key 0 = mean over the queries of A[:, 0], per (sample, layer, head)
+    alpha = W[..., 0].mean(-1)  # (layers, B, N)
+    np.testing.assert_allclose(got["sink rate %"], 100 * (alpha > 0.3).mean(), rtol=1e-6)
+    states = dg.lm_states(model, tokens)
+    norms = [np.linalg.norm(np.asarray(hh, np.float64), axis=-1) for hh in states["hidden"][1:]]  # (B, P + L)
+    expected = max(n[:, prefix].mean() / np.median(n[:, prefix + 1:]) for n in norms)
+    np.testing.assert_allclose(got["S norm ratio"], expected, rtol=1e-5)
+    v = np.linalg.norm(np.asarray(states["values"][got["AD layer"]], np.float64), axis=-1)[:, h]  # (B, P + L)
+    np.testing.assert_allclose(got["S value ratio AD"], v[:, prefix].mean() / np.median(v[:, prefix + 1:]), rtol=1e-5)
+
+
+def test_sink_recorder_follows_the_same_quantities(model):
+    tokens = jax.random.randint(jax.random.key(7), (B, 3 + 7), 0, 13)
+    dormant = np.random.default_rng(8).random((B, 7)) > 0.5
+    rec = dg.sink_recorder(tokens, dormant, prefix=3)(0, model)
+    full = dg.sink_report(model, tokens, dormant, ~dormant, prefix=3)
+    np.testing.assert_allclose([float(rec["sink rate %"]), float(rec["BOS dormant"])],
+                               [full["sink rate %"], full["BOS dormant"]], rtol=1e-6)
+
+
+def test_eviction_report_is_three_streaming_reports_and_their_difference(model):
+    tokens = jax.random.randint(jax.random.key(9), (B, 1 + 19), 0, 13)
+    rows = np.random.default_rng(10).random((B, 19)) > 0.3
+    metrics, by_position = dg.eviction_report(model, tokens, window=5, score_from=7, prefix=1,
+                                              layer="blocks.0.attn", query_mask=rows)
+    for name, policy in {"dense": {}, "window": {"window": 5, "sink_tokens": 1},
+                         "window+BOS": {"window": 4, "sink_tokens": 2}}.items():
+        ref = dg.streaming_report(model, tokens, {name: policy}, score_from=7, prefix=1, layer="blocks.0.attn",
+                                  query_mask=rows)[name]
+        np.testing.assert_allclose([metrics[f"NLL {name}"], metrics[f"H {name}"]], [ref["nll"], ref["entropy"]],
+                                   rtol=1e-6)
+        np.testing.assert_allclose(by_position[name], ref["nll_by_position"], rtol=1e-6)
+    # the dense policy is the ordinary forward pass (numpy log-softmax)
+    logp = log_softmax(np.asarray(model(tokens), np.float64))[:, 1:-1]
+    nll = -np.take_along_axis(logp, np.asarray(tokens)[:, 2:, None], -1)[..., 0]
+    np.testing.assert_allclose(metrics["NLL dense"], nll[:, 6:].mean(), rtol=1e-5)
+    assert metrics["eviction cost"] == metrics["NLL window"] - metrics["NLL window+BOS"]
+    with pytest.raises(ValueError, match="window must be an int >= 2, got 1"):
+        dg.eviction_report(model, tokens, window=1, score_from=7)
+
+
+def test_prepend_registers_against_numpy():
+    from tinytf.models import prepend_registers
+    rng = np.random.default_rng(11)
+    batch = {"tokens": rng.integers(0, 13, (3, 5)).astype(np.int32), "targets": rng.integers(0, 13, (3, 5)).astype(np.int32),
+             "loss_mask": rng.random((3, 5)) > 0.5, "trigger": rng.random((3, 5)) > 0.5, "other": np.ones((3, 5))}
+    out = prepend_registers(batch, 13, 2)
+    assert sorted(out) == ["loss_mask", "targets", "tokens", "trigger"]
+    for key in ("tokens", "targets"):
+        np.testing.assert_array_equal(out[key], np.concatenate([np.tile([13, 14], (3, 1)), batch[key]], 1))
+    for key in ("loss_mask", "trigger"):
+        assert out[key].dtype == bool
+        np.testing.assert_array_equal(out[key], np.concatenate([np.zeros((3, 2), bool), batch[key]], 1))
+    with pytest.raises(ValueError, match="count must be an int >= 0, got -1"):
+        prepend_registers(batch, 13, -1)
+    with pytest.raises(ValueError, match=r"batch has no key\(s\) \['trigger'\]"):
+        prepend_registers({k: batch[k] for k in ("tokens", "targets", "loss_mask")}, 13, 2)

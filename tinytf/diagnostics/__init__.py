@@ -20,8 +20,8 @@ Read in this order:
   positions.py   — is a position code relative? (shift every position) [positions]
   scaling.py     — why 1/sqrt(d): normaliser saturation vs head dim;
                    permutation equivariance                        [attention-basics]
-  sinks.py       — the active/dormant head, massive activations, value norms [attention-sinks]
-  streaming.py   — NLL and row entropy under KV-cache policies (StreamingLLM) [attention-sinks]
+  sinks.py       — the active/dormant head, massive activations, value norms, sink_report [attention-sinks]
+  streaming.py   — NLL and row entropy under KV-cache policies, eviction_report (StreamingLLM) [attention-sinks]
   registers.py   — ViT register tokens: token-norm outliers, attention
                    paid to CLS and registers (Darcet et al. 2024)  [vit-attention]
 """
@@ -75,9 +75,10 @@ from tinytf.diagnostics.registers import norm_outliers, register_attention
 from tinytf.diagnostics.representations import rank_residual, singular_values
 from tinytf.diagnostics.scaling import logit_scale_sweep, normalizer_row_stats, permutation_equivariance_error
 from tinytf.diagnostics.similarity import adjacent_layer_js, cross_layer_similarity, js_divergence
-from tinytf.diagnostics.sinks import active_dormant_head, lm_states, massive_activations, value_norm_ratio
+from tinytf.diagnostics.sinks import (active_dormant_head, lm_states, massive_activations, sequence_maps, sink_recorder,
+                                     sink_report, value_norm_ratio)
 from tinytf.diagnostics.stability import attention_watch
-from tinytf.diagnostics.streaming import streaming_report
+from tinytf.diagnostics.streaming import eviction_report, streaming_report
 
 
 
@@ -94,4 +95,5 @@ __all__ = [
     "attention_watch", "copy_head_scores", "compare_pruning_orders", "jitted_metric", "pruning_summary",
     "adjacent_layer_js", "position_shift_error", "logit_scale_sweep", "normalizer_row_stats",
     "permutation_equivariance_error",
+    "sequence_maps", "sink_report", "sink_recorder", "eviction_report",
 ]

@@ -12,6 +12,9 @@ Reading order:
   4. `value_norm_ratio` — per layer and head, the norm of the sink token's value vector
      against the other tokens' (Sun et al. 2024; Gu et al. 2024): a head that parks its
      mass on a small value adds little to the residual stream, so the sink is a near no-op.
+  5. `sequence_maps`, `sink_report`, `sink_recorder` — the three measured together on one
+     model (maps among the real tokens when register tokens are prepended), and a `fit`
+     callback that follows the sink rate and the sink's mass during training.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tinytf.diagnostics.maps import bos_mass
+from tinytf.capture import capture_attention
+from tinytf.diagnostics.maps import bos_mass, null_mass, sink_rate
 
 Array = jax.Array
 
@@ -147,4 +151,76 @@ def value_norm_ratio(values, *, sink_index: int = 0, exclude: int = 0) -> dict:
     return out
 
 
-__all__ = ["active_dormant_head", "lm_states", "massive_activations", "value_norm_ratio"]
+def sequence_maps(model, tokens, prefix: int = 0) -> dict:
+    """{layer: (B, N, T, T)} attention among the tokens after the first `prefix` ones.
+
+    The rows and columns of the `prefix` leading tokens (e.g. register tokens, Darcet et
+    al. 2024) are cut away, so the mass a row gives them shows up as off-sequence mass
+    1 - sum_j A_ij (`null_mass`), like the null key of softmax_1.
+
+    Args:
+      model: a model that `tinytf.capture.capture_attention` can run on `tokens`.
+      tokens: (B, prefix + T) int.
+      prefix: number of leading tokens to cut away (>= 0).
+    """
+    if not isinstance(prefix, int) or prefix < 0:
+        raise ValueError(f"prefix must be an int >= 0, got {prefix!r}")
+    return {name: w[:, :, prefix:, prefix:] for name, w in capture_attention(model, tokens).items()}
+
+
+def sink_report(model, tokens, dormant, active, *, prefix: int = 0, active_label: str = "active",
+                sink_label: str = "BOS") -> dict:
+    """Every sink measurement of one model on one batch, in one dict.
+
+    With maps A among the real tokens (`sequence_maps`) and the sink at the first real
+    token: "<sink> dormant" / "<sink> <active>" = mean mass on the sink from the dormant /
+    active queries (`bos_mass`); "AD <sink> dormant" / "AD <sink> <active>" the same in the
+    active/dormant head (`active_dormant_head`, Guo et al. 2024) and "AD layer" its layer;
+    "sink rate %" = Gu et al. 2024's Sink_1^0.3 (`sink_rate`); "null dormant" = the dormant
+    rows' off-sequence mass (`null_mass`); "<sink> norm ratio" = the largest, over blocks,
+    of the sink's hidden-state norm over the median token's (`massive_activations`, Sun et
+    al. 2024; the embeddings are left out); "<sink> value ratio AD" = the sink's value norm
+    over the median token's in the AD head (`value_norm_ratio`).
+
+    Args:
+      model: a `tinytf.models.CausalLM`.
+      tokens: (B, prefix + T) int, the sink at position `prefix`.
+      dormant, active: (B, T) bool query selections among the T real tokens.
+      prefix: leading tokens (registers) cut from the maps and from the "others".
+      active_label, sink_label: names used in the keys (e.g. "trigger", "BOS").
+
+    Returns:
+      {key: float} and "AD layer": str.
+    """
+    maps = sequence_maps(model, tokens, prefix)
+    ad = active_dormant_head(maps, dormant, active)
+    states = lm_states(model, tokens)
+    norm = massive_activations(states["hidden"], sink_index=prefix, exclude=prefix)["norm_ratio"]  # (L + 1,)
+    value = value_norm_ratio(states["values"], sink_index=prefix, exclude=prefix)[ad["layer"]][ad["head"]]
+    s, a = sink_label, active_label
+    return {f"{s} dormant": float(bos_mass(maps, dormant)), f"{s} {a}": float(bos_mass(maps, active)),
+            f"AD {s} dormant": ad["dormant"], f"AD {s} {a}": ad["active"], "sink rate %": float(sink_rate(maps)),
+            "null dormant": float(null_mass(maps, dormant)), "AD layer": ad["layer"],
+            f"{s} norm ratio": float(norm[1:].max()), f"{s} value ratio AD": float(value)}
+
+
+def sink_recorder(tokens, dormant, *, prefix: int = 0, sink_label: str = "BOS"):
+    """A `tinytf.train.fit` callback: Gu et al.'s sink rate and the dormant rows' sink mass.
+
+    Args:
+      tokens: (B, prefix + T) int, a fixed probe batch.
+      dormant: (B, T) bool dormant queries among the T real tokens.
+      prefix, sink_label: as in `sink_report`.
+
+    Returns:
+      record(step, model) -> {"sink rate %": scalar, "<sink> dormant": scalar}.
+    """
+    def record(step, model):
+        maps = sequence_maps(model, tokens, prefix)
+        return {"sink rate %": sink_rate(maps), f"{sink_label} dormant": bos_mass(maps, dormant)}
+
+    return record
+
+
+__all__ = ["active_dormant_head", "lm_states", "massive_activations", "value_norm_ratio", "sequence_maps",
+           "sink_report", "sink_recorder"]

@@ -8,6 +8,8 @@ sliding window of the last W tokens, and the window plus the first few tokens (t
 the tokens past a point, the NLL at every position, and (optionally) the entropy of
 selected attention rows of one layer over the cache slots: the entropy rises when a
 head that used to park its mass on an evicted sink has to spread it elsewhere.
+`eviction_report` runs StreamingLLM's three policies and returns what evicting the sink
+costs.
 """
 
 from __future__ import annotations
@@ -87,4 +89,37 @@ def streaming_report(model, tokens, policies: Mapping[str, Mapping], *, score_fr
     return out
 
 
-__all__ = ["streaming_report"]
+def eviction_report(model, tokens, *, window: int, score_from: int, prefix: int = 0, layer: str | None = None,
+                    query_mask=None, sink_label: str = "BOS") -> tuple[dict, dict]:
+    """StreamingLLM's experiment (Xiao et al. 2023): dense, a window, and the window plus the sink.
+
+    Policies: "dense" keeps every token; "window" keeps the `prefix` leading tokens and the
+    last `window` tokens; "window+<sink>" keeps the prefix, the sink (the first scored token)
+    and the last `window - 1` (same cache size). "eviction cost" = NLL(window) -
+    NLL(window+<sink>) in nats per token past `score_from`.
+
+    Args:
+      model, tokens, score_from, prefix, layer, query_mask: as in `streaming_report`.
+      window: cache size (>= 2).
+      sink_label: name of the sink in the keys.
+
+    Returns:
+      ({"NLL <policy>": float, "H <policy>": float (with `layer`), "eviction cost": float},
+       {policy: (L - 1,) mean NLL per position}).
+    """
+    if not isinstance(window, int) or window < 2:
+        raise ValueError(f"window must be an int >= 2, got {window!r}")
+    policies = {"dense": dict(window=None, sink_tokens=0), "window": dict(window=window, sink_tokens=prefix),
+                f"window+{sink_label}": dict(window=window - 1, sink_tokens=prefix + 1)}
+    report = streaming_report(model, tokens, policies, score_from=score_from, prefix=prefix, layer=layer,
+                              query_mask=query_mask)
+    out = {}
+    for name, r in report.items():
+        out[f"NLL {name}"] = r["nll"]
+        if "entropy" in r:
+            out[f"H {name}"] = r["entropy"]
+    out["eviction cost"] = out["NLL window"] - out[f"NLL window+{sink_label}"]
+    return out, {name: r["nll_by_position"] for name, r in report.items()}
+
+
+__all__ = ["streaming_report", "eviction_report"]

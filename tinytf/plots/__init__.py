@@ -15,7 +15,7 @@ Reading order:
   curves.py — `metric_curves` (vs training step), `length_curves` (vs sequence
               length), `pruning_curves`, `deletion_curves`, `rank_vs_depth`,
               `condition_panels` (several metrics, one line per condition and seeds);
-  conditions.py — `seed_bars`, `condition_curves` (a baseline and its fixes over
+  conditions.py — `seed_bars`, `condition_curves`, `panel_row` (a baseline and its fixes over
               several seeds: mean, min-max spread only with >= 2 seeds).
   panels.py — `sweep_panels` (metrics vs a swept parameter), `query_rows`,
               `annotated_heatmap`, `heatmap_panels`, `grouped_bars`, `layer_similarity`, `run_curves`.
@@ -41,7 +41,7 @@ from tinytf.plots.curves import (  # noqa: E402
     pruning_curves,
     rank_vs_depth,
 )
-from tinytf.plots.conditions import condition_curves, seed_bars  # noqa: E402
+from tinytf.plots.conditions import condition_curves, panel_row, seed_bars  # noqa: E402
 from tinytf.plots.maps import attention_grid, attention_on_image, detr_queries  # noqa: E402
 from tinytf.plots.panels import (  # noqa: E402
     annotated_heatmap,
@@ -55,7 +55,7 @@ from tinytf.plots.panels import (  # noqa: E402
 from tinytf.plots.queries import code_similarity_maps, feature_map_rgb  # noqa: E402
 
 __all__ = ["attention_grid", "attention_on_image", "detr_queries", "metric_curves", "length_curves",
-           "pruning_curves", "deletion_curves", "rank_vs_depth", "condition_curves", "seed_bars",
+           "pruning_curves", "deletion_curves", "rank_vs_depth", "condition_curves", "seed_bars", "panel_row",
            "sweep_panels", "query_rows", "annotated_heatmap", "heatmap_panels", "grouped_bars",
            "layer_similarity", "run_curves", "condition_panels", "code_similarity_maps",
            "feature_map_rgb", "attribution_maps", "register_use"]

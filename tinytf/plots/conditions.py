@@ -8,7 +8,8 @@ are at least two seeds, stating n in the legend or title. Legends sit outside th
 below them, so they never cover a bar or a curve. Pass `ax=` to draw into one panel of a
 larger figure; the functions return the Figure either way.
 
-Reading order: `seed_bars`, then `condition_curves`.
+Reading order: `seed_bars`, then `condition_curves`, then `panel_row` (one
+row of such panels in one figure).
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def seed_bars(values: Mapping, *, ylabel: str, title: str, ax=None, save=None, r
 
 
 def condition_curves(x, curves: Mapping, *, xlabel: str, ylabel: str, title: str, ax=None, vline=None,
-                     vline_label: str | None = None, log_x: bool = False, save=None) -> Figure:
+                     vline_label: str | None = None, log_x: bool = False, bin: int = 1, save=None) -> Figure:
     """One curve per condition against x: the mean over seeds, and a min-max band with >= 2 seeds.
 
     Args:
@@ -90,6 +91,8 @@ def condition_curves(x, curves: Mapping, *, xlabel: str, ylabel: str, title: str
       ax: draw into this Axes; default a new figure.
       vline, vline_label: an optional dotted vertical line (e.g. the training length).
       log_x: logarithmic x axis.
+      bin: average x and every curve over consecutive groups of `bin` points (a remainder
+        shorter than `bin` at the end is dropped), e.g. per-position losses in bins of 16.
 
     Returns:
       Figure.
@@ -97,11 +100,14 @@ def condition_curves(x, curves: Mapping, *, xlabel: str, ylabel: str, title: str
     xs = as_array(x, "x")
     if xs.ndim != 1 or xs.size == 0:
         raise ValueError(f"x has shape {xs.shape}: expected a non-empty 1-D sequence")
+    if not isinstance(bin, int) or not 1 <= bin <= xs.size:
+        raise ValueError(f"bin must be an int in [1, {xs.size}] (the number of x values), got {bin!r}")
+    keep = xs.size // bin * bin
     if not isinstance(curves, Mapping) or not curves:
         raise TypeError(f"curves must be a non-empty dict {{condition: values}}, got {type(curves).__name__}")
     fig = figure(5.0, 3.6, 100) if ax is None else ax.figure
     ax = fig.add_subplot() if ax is None else ax
-    n = None
+    n, xb = None, xs[:keep].reshape(-1, bin).mean(1)
     for i, (name, values) in enumerate(curves.items()):
         v = as_array(values, f"curves[{name!r}]")
         v = v[None] if v.ndim == 1 else v
@@ -109,9 +115,10 @@ def condition_curves(x, curves: Mapping, *, xlabel: str, ylabel: str, title: str
             raise ValueError(f"curves[{name!r}] has shape {np.shape(values)}: expected ({xs.size},) or "
                              f"(runs, {xs.size}) to match x")
         n = v.shape[0]
-        ax.plot(xs, v.mean(0), color=PALETTE[i % 10], marker="o", ms=3, lw=1.5, label=str(name))
+        v = v[:, :keep].reshape(n, -1, bin).mean(2)  # (runs, K // bin)
+        ax.plot(xb, v.mean(0), color=PALETTE[i % 10], marker="o", ms=3, lw=1.5, label=str(name))
         if v.shape[0] > 1:
-            ax.fill_between(xs, v.min(0), v.max(0), color=PALETTE[i % 10], alpha=0.2, lw=0)
+            ax.fill_between(xb, v.min(0), v.max(0), color=PALETTE[i % 10], alpha=0.2, lw=0)
     if vline is not None:
         ax.axvline(vline, color="grey", ls=":", lw=1.2, label=vline_label)
     if log_x:
@@ -124,4 +131,29 @@ def condition_curves(x, curves: Mapping, *, xlabel: str, ylabel: str, title: str
     return finish(fig, save)
 
 
-__all__ = ["seed_bars", "condition_curves"]
+def panel_row(panels, *, suptitle: str, figsize=None, width_ratios=None, save=None) -> Figure:
+    """One row of panels, each a `seed_bars` or a `condition_curves` plot.
+
+    Args:
+      panels: a list of ("bars", kwargs of `seed_bars`) or ("curves", kwargs of
+        `condition_curves`) pairs, left to right (without `ax`/`save`).
+      suptitle: the figure's title.
+      figsize: (width, height) inches; default 4.6 inches per panel by 4.6.
+      width_ratios: relative panel widths (default equal).
+
+    Returns:
+      Figure.
+    """
+    draw = {"bars": seed_bars, "curves": condition_curves}
+    if not isinstance(panels, (list, tuple)) or not panels or any(
+            not isinstance(p, (list, tuple)) or len(p) != 2 or p[0] not in draw for p in panels):
+        raise ValueError(f"panels must be a non-empty list of ('bars' | 'curves', kwargs) pairs, got {panels!r}")
+    fig = figure(*(figsize or (4.6 * len(panels), 4.6)), 100)
+    axes = fig.subplots(1, len(panels), squeeze=False, width_ratios=width_ratios)[0]
+    for ax, (kind, kwargs) in zip(axes, panels):
+        draw[kind](**kwargs, ax=ax)
+    fig.suptitle(suptitle)
+    return finish(fig, save)
+
+
+__all__ = ["seed_bars", "condition_curves", "panel_row"]
