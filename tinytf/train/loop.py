@@ -46,7 +46,8 @@ def fit(model: nnx.Module, data, *, steps: int, loss_fn: Callable,
         callbacks: Sequence[Callable] = (), callback_every: int | None = None,
         progress: bool | None = None, checkpoint_dir: str | os.PathLike | None = None,
         checkpoint_every: int | None = None, resume: bool = False,
-        data_parallel: bool | None = None, sharding: str = "replicated") -> History:
+        data_parallel: bool | None = None, sharding: str = "replicated",
+        post_update: Callable | None = None) -> History:
     """Train ``model`` in place for ``steps`` updates and return its ``History``.
 
     Args:
@@ -93,6 +94,12 @@ def fit(model: nnx.Module, data, *, steps: int, loss_fn: Callable,
         over the devices along one axis: per-device memory divided by the device count,
         for models that do not fit on one device). The numbers are those of one device
         up to floating-point summation order.
+      post_update: ``post_update(model, outputs) -> None``, run inside the compiled step
+        after every optimiser update (traced once, jittable): ``model`` holds the updated
+        variables and may be changed in place (kept; the optimiser state is not);
+        ``outputs`` is the step's {name: value} as logged (``loss``, ``grad_norm``,
+        loss_fn's metrics from this step's forward pass). E.g. QK-clip:
+        ``fit(..., loss_fn=with_head_max_logits(loss_fn), post_update=qk_clip(tau))``.
 
     Returns:
       A ``History``. A non-finite loss or gradient norm stops training without raising:
@@ -109,6 +116,8 @@ def fit(model: nnx.Module, data, *, steps: int, loss_fn: Callable,
         raise TypeError(f"model must be an nnx.Module, got {type(model).__name__}")
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable (model, batch) -> loss, got {loss_fn!r}")
+    if post_update is not None and not callable(post_update):
+        raise TypeError(f"post_update must be callable (model, outputs) -> None, got {post_update!r}")
     if eval_fn is not None and not callable(eval_fn):
         raise TypeError(f"eval_fn must be callable model -> dict, got {eval_fn!r}")
     callbacks = tuple(callbacks)
@@ -175,7 +184,7 @@ def fit(model: nnx.Module, data, *, steps: int, loss_fn: Callable,
         next(iterator, None)  # resume: skip the batches already trained on
     key = jax.random.key(seed)
     chunk_fn = make_train_chunk(graphdef, wrt, optimizer, schedule, loss_fn, data, kind, buffer_len,
-                                batch_sharding, state_sharding)
+                                batch_sharding, state_sharding, post_update)
     compiled, step, model_step, train_time, trained, per_step_s = None, start_step, None, 0.0, 0, None
     bar = progress_bar(steps, desc="fit", initial=start_step, enabled=show)
 

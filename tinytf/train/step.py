@@ -11,7 +11,8 @@ serves every chunk length and the result never depends on how steps were chunked
 Reading order: `unpack_loss` (what a loss function may return), `data_kind` (function
 data vs an iterable of batches), then `make_train_chunk`: the loss, one step, the
 batch of a step, and the loop that runs up to `buffer_len` steps and stops before a
-non-finite one.
+non-finite one. An optional `post_update(model, outputs)` hook runs inside the step,
+after the optimiser update (QK-clip, `qk_clip.py`, is one).
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def data_kind(data) -> str:
 
 
 def make_train_chunk(graphdef, wrt, tx: optax.GradientTransformation, schedule, loss_fn, data, kind: str,
-                     buffer_len: int, batch_sharding=None, state_sharding=None):
+                     buffer_len: int, batch_sharding=None, state_sharding=None, post_update=None):
     """Build `chunk(state, key, start, n, batches)`: up to `buffer_len` steps on the device.
 
     Runs global steps start, start+1, ... (0-based) until `n` are done or one is bad.
@@ -83,6 +84,12 @@ def make_train_chunk(graphdef, wrt, tx: optax.GradientTransformation, schedule, 
       batch_sharding: a NamedSharding splitting the batch over devices, or None.
       state_sharding: the NamedSharding of every state leaf (replicated or FSDP, see
         `distributed.state_shardings`), kept through every step; None on one device.
+      post_update: None, or `post_update(model, outputs)`, traced into every step after
+        the optimiser update: `model` holds the updated variables (what the hook writes
+        into them is kept; the optimiser state is not touched), `outputs` is the step's
+        {name: value} (loss, grad_norm, learning_rate, loss_fn's metrics: measured in
+        this step's forward pass, before the update). A step that turns out non-finite
+        is dropped hook and all.
 
     Returns:
       A jitted function (donating the state) returning (state, n_done, bad, outputs);
@@ -124,6 +131,10 @@ def make_train_chunk(graphdef, wrt, tx: optax.GradientTransformation, schedule, 
                "grad_norm": optax.tree.norm(grads).astype(jnp.float32), **metrics}
         if schedule is not None:
             out["learning_rate"] = jnp.asarray(schedule(step), jnp.float32)
+        if post_update is not None:  # merged at trace time only, as in loss_of
+            model = nnx.merge(graphdef, *jax.tree.map(lambda x: x, (new_params, new_rest)))
+            post_update(model, dict(out))
+            _, new_params, new_rest = nnx.split(model, wrt, ...)
         return (new_params, new_rest, new_opt_state), out
 
     def get_batch(key, step, i, batches):
