@@ -61,3 +61,30 @@ def test_cli_refuses_a_broken_variant_before_training(tmp_path):
         main(["--quiet", "compare", f"{bad}:attn", "--quick", "--out", str(tmp_path / "o")])
     assert not (tmp_path / "o").exists()
     assert battery.QUICK_EXPERIMENTS == BatteryConfig.quick().experiments
+
+
+@pytest.mark.slow
+def test_every_row_of_the_tiny_config_runs_through_compare(tmp_path, monkeypatch):
+    """All eight rows (tiny settings: too short to mean anything) end to end, one seed, two variants (~6+ min)."""
+    from dataclasses import replace
+    monkeypatch.setenv("TINYTF_COMPARE_CACHE", str(tmp_path / "cache"))
+    config = replace(BatteryConfig.tiny(), experiments=BatteryConfig.full().experiments)
+    report = compare.run_compare(["softpick"], config, out=tmp_path / "out")
+    saved = json.loads((tmp_path / "out" / "compare.json").read_text())
+    assert list(saved["rows"]) == list(BatteryConfig.full().experiments) == list(report["rows"])
+    assert (tmp_path / "out" / "compare.png").stat().st_size > 10_000
+    expected = {"sinks": {"sink_rate", "bos_mass_dormant", "excess_loss"}, "rank": {"residual@4", "log10_residual"},
+                "dilution": {f"{m}@{n}" for m in ("needle_mass", "accuracy") for n in config.needle_lengths},
+                "entropy": {"max_logit", "entropy_mean", "loss"}, "induction": {"accuracy", "loss"},
+                "vit": {"accuracy"}, "detr": {"pair_cos", "ap50"}}
+    for row, keys in expected.items():
+        for spec in ("vanilla", "softpick"):
+            metrics = saved["rows"][row]["variants"][spec]["seeds"]["0"]
+            assert keys <= set(metrics), (row, spec, sorted(metrics))
+            assert metrics[saved["rows"][row]["headline"]] is not None, (row, spec, metrics)
+        assert set(saved["rows"][row]["verdicts"]) == {"softpick"}
+        assert "one seed" in saved["rows"][row]["verdicts"]["softpick"], saved["rows"][row]["verdicts"]
+    for accuracy in ("accuracy@32", "accuracy@64"):
+        assert 0 <= saved["rows"]["dilution"]["variants"]["vanilla"]["seeds"]["0"][accuracy] <= 1
+    assert saved["rows"]["cost"]["ratios"]["softpick"]["memory@64"] > 0
+    assert "T=64" in saved["rows"]["cost"]["verdicts"]["softpick"]

@@ -48,8 +48,21 @@ from tinytf.variants import AttentionConfig
 
 # --------------------------------------------------------------------------- the configuration
 QUICK_EXPERIMENTS = ("rank", "induction", "entropy", "cost")
-"""The rows of `--quick`: those that fit about 3 minutes for two variants on two CPU cores. Sinks,
-dilution, ViT and DETR each take over a minute per (variant, seed) on a CPU, mostly compiling."""
+"""The rows of `--quick`: those that fit about 3 minutes for two variants on two CPU cores.
+
+Why sinks, dilution, ViT and DETR are in the full battery only: each (variant, row) pays one
+XLA compilation of its training loop and evaluation (a new variant is a new program; the
+seeds after the first reuse it through JAX's persistent compilation cache). Measured with
+`BatteryConfig.quick()` settings, vanilla, first seed / second seed, cold cache, at a load of
+6-13 on two cores (a reference lesson ran 2.1x slower than idle in the same minutes):
+sinks 41 / 7 s, dilution 40 / 13 s, ViT 65 / 15 s, DETR 172 / 40 s. Two variants x 3 seeds
+of these four rows alone come to about 8 minutes on idle cores, beyond the quick budget,
+and fewer steps would stop vanilla from showing the phenomenon the row measures. The
+numbers there did show it: sink rate 12 % and 23 % (seeds 0, 1); needle mass 0.97, 0.84,
+0.49 at n = 32, 256, 2048 (seed 0)."""
+QUICK_EXCLUDED_REASON = ("sinks, dilution, vit and detr are full-battery rows: each compiles its own training "
+                         "loop per variant (about 40-170 s on a loaded CPU, an estimated 20-80 s idle), about 8 minutes for two "
+                         "variants; run without --quick for them")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -307,5 +320,5 @@ EXPERIMENTS = {"sinks": sinks, "dilution": dilution, "entropy": entropy, "rank":
                "vit": vit, "detr": detr}
 """The seeded experiments, in the order they run (cost is measured for all variants together)."""
 
-__all__ = ["BatteryConfig", "QUICK_EXPERIMENTS", "EXPERIMENTS", "cost", "sinks", "dilution", "entropy", "rank",
+__all__ = ["BatteryConfig", "QUICK_EXPERIMENTS", "QUICK_EXCLUDED_REASON", "EXPERIMENTS", "cost", "sinks", "dilution", "entropy", "rank",
            "induction", "vit", "detr"]

@@ -198,7 +198,8 @@ def register_cli(sub) -> None:
     p.add_argument("variants", nargs="+", metavar="VARIANT",
                    help="a named variant, module:fn or path/to/file.py:fn (vanilla is always the reference)")
     p.add_argument("--quick", action="store_true",
-                   help=f"only the rows {', '.join(battery.QUICK_EXPERIMENTS)}, short (about 3 min for two variants)")
+                   help=f"only the rows {', '.join(battery.QUICK_EXPERIMENTS)}, short (about 3 min for two "
+                        f"variants); {battery.QUICK_EXCLUDED_REASON}")
     p.add_argument("--out", default=None, help="folder for compare.json and compare.png")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="override the seeds (default 0 1 2)")
     p.add_argument("--no-cache", action="store_true", help=f"ignore the result cache ({cache_dir()})")

@@ -378,11 +378,14 @@ for _info in [
 
 # Why each lesson without --variant cannot take one (the refusal says it).
 for _id, _why in {
-    "attention-basics": "it builds softmax attention from scratch and checks it against its own formula",
-    "positions": "it varies the positional encoding with the attention held fixed",
+    "attention-basics": "its subject is softmax itself: the 1/sqrt(d) scale against saturation (measured on "
+                        "jax.nn.softmax directly) and one softmax head trained on associative recall",
+    "positions": "it varies the positional encoding (none, learned, sinusoidal, RoPE, ALiBi) with the attention "
+                 "held fixed",
     "rank-collapse": "it varies skips, MLPs and norms with the attention held fixed (the rank row of "
                      "`tinytf compare` measures a variant's rank collapse)",
-    "vit-attention": "it compares explanation methods (raw attention, rollout, gradients) on one trained ViT",
+    "vit-attention": "it compares explanation methods (raw attention, rollout, gradients) on the same trained "
+                     "2- and 4-layer ViTs with the attention held fixed",
     "spurious-attention": "it varies the training data (a watermark) with the attention held fixed",
 }.items():
     if _id in LESSONS and not LESSONS[_id].variant:

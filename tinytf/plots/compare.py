@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from tinytf.plots._common import PALETTE as _PALETTE
 from tinytf.plots._common import figure as _figure
@@ -48,14 +49,17 @@ def plot_compare(report: dict, save=None, *, dpi: int = 110) -> Figure:
         longest = max(report["rows"]["cost"]["settings"]["cost_lengths"])
         for i, spec in enumerate(specs):
             ax.bar(i - 0.17, ratios[spec][f"time@{longest}"], width=0.32, color=colors[spec], alpha=0.6,
-                   label="time" if i == 0 else None)
+                   edgecolor="black", lw=0.5)
             ax.bar(i + 0.17, ratios[spec][f"memory@{longest}"], width=0.32, color=colors[spec], alpha=0.6,
-                   hatch="//", label="memory" if i == 0 else None)
+                   hatch="//", edgecolor="black", lw=0.5)
         ax.axhline(1.0, color="gray", lw=0.8, ls="--")
         ax.set_title(f"cost at T={longest}\nratio to {report['reference']}", fontsize=9)
         ax.set_xticks(x, specs, rotation=30, ha="right", fontsize=8)
         ax.tick_params(axis="y", labelsize=8)
-        ax.legend(fontsize=7, loc="upper left", framealpha=0.8)
+        # the legend explains the fill pattern only: the colour is the variant (as in every panel)
+        key = [Patch(facecolor="white", edgecolor="black", lw=0.5, label="time"),
+               Patch(facecolor="white", edgecolor="black", lw=0.5, hatch="//", label="memory")]
+        ax.legend(handles=key, fontsize=7, loc="upper left", framealpha=0.8)
     seeds = report["config"]["seeds"]
     fig.suptitle(f"tinytf compare: bars = mean over {len(seeds)} seed(s), dots = seeds, "
                  f"error bars = std over seeds", fontsize=9)
