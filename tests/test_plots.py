@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from matplotlib import image as mpimg
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from tinytf import plots
@@ -136,3 +137,17 @@ def test_pruning_legend_reports_normalised_auc():
     fig = plots.pruning_curves([0.0, 0.5, 1.0], {"importance": [1.0, 1.0, 0.5]})
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert labels[0] == "importance (AUC 0.875)"  # trapezoid: (1 + 1)/4 + (1 + 0.5)/4
+
+
+def test_length_curves_legend_outside_does_not_overlap_the_axes(tmp_path):
+    lengths = [32, 64, 128, 256]
+    curves = {f"scheme {i}": np.linspace(0.8, 0.1 * i, 4) for i in range(7)}
+    for legend in ("inside", "outside"):
+        fig = plots.length_curves(lengths, curves, train_length=32, legend=legend, save=tmp_path / f"{legend}.png")
+        renderer = FigureCanvasAgg(fig).get_renderer()
+        ax_box = fig.axes[0].get_window_extent(renderer)
+        legend_box = fig.axes[0].get_legend().get_window_extent(renderer)
+        assert ax_box.overlaps(legend_box) == (legend == "inside")
+        assert legend_box.x1 <= fig.bbox.x1 + 1  # fully inside the saved image
+    with pytest.raises(ValueError, match=r"legend must be one of \('inside', 'outside'\), got 'left'"):
+        plots.length_curves(lengths, curves, legend="left")

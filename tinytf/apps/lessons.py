@@ -372,7 +372,7 @@ for _info in [
                "a spurious watermark gets the attention; decorrelation fixes it", 30, variant=True),
     LessonInfo("length-generalization", "11_length_generalization.py", "Train short, test long",
                "NoPE/sinusoidal/RoPE degrade beyond the training length, ALiBi does not; position interpolation "
-               "fixes RoPE", 60, variant=True),
+               "(fine-tuned) extends RoPE to 2L", 35, variant=True),
 ]:
     register(_info)
 

@@ -39,6 +39,9 @@ def _series(xs, curves: Mapping, xname: str) -> tuple[np.ndarray, dict]:
     return x, out
 
 
+LEGEND_PLACES = ("inside", "outside")
+"""Where the curve plots put their legend: matplotlib's best spot inside the axes, or to their right."""
+
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 _LINES = ("-", "--", "-.", ":")
 
@@ -59,8 +62,13 @@ def _plot_band(ax, x, runs: np.ndarray, i: int, label: str):
 
 
 def _simple_curves(xs, curves, *, xname, xlabel, ylabel, title, legend_stat=None, log_x=False, log_y=False,
-                   hline=None, hline_label=None, vline=None, vline_label=None, size=(6.0, 4.0), dpi=100):
+                   hline=None, hline_label=None, vline=None, vline_label=None, size=(6.0, 4.0), dpi=100,
+                   legend="inside"):
     x, runs = _series(xs, curves, xname)
+    if legend not in LEGEND_PLACES:
+        raise ValueError(f"legend must be one of {LEGEND_PLACES}, got {legend!r}")
+    if legend == "outside":  # room on the right for the legend, the axes keep their size
+        size = (size[0] + 2.6, size[1])
     fig = _figure(*size, dpi)
     ax = fig.add_subplot()
     for i, (name, v) in enumerate(runs.items()):
@@ -83,7 +91,10 @@ def _simple_curves(xs, curves, *, xname, xlabel, ylabel, title, legend_stat=None
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if legend == "outside":  # beside the axes: never on a curve, however many there are
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+    else:
+        ax.legend(fontsize=8)
     return fig
 
 
@@ -154,20 +165,23 @@ def metric_curves(history, *, names: Sequence[str] | None = None, log_y=False, s
 
 
 def length_curves(lengths, curves: Mapping, *, ylabel: str = "needle attention mass", log_x: bool = True,
-                  train_length: float | None = None, title: str | None = None, dpi: int = 100, save=None) -> Figure:
+                  train_length: float | None = None, title: str | None = None, legend: str = "inside",
+                  dpi: int = 100, save=None) -> Figure:
     """A metric versus sequence length for several variants (e.g. needle mass, softmax vs SSMax).
 
     Args:
       lengths: (K,) sequence lengths. curves: {variant: (K,) or (runs, K)};
         several runs are drawn as mean and min-max band.
       train_length: draws a vertical line at the longest training length.
+      legend: "inside" (matplotlib's emptiest corner) or "outside" (to the right of the
+        axes; use it when curves fill every corner).
 
     Returns:
       Figure.
     """
     fig = _simple_curves(lengths, curves, xname="lengths", xlabel="sequence length" + (" (log scale)" if log_x else ""),
                          ylabel=ylabel, title=title or f"{ylabel} vs sequence length", log_x=log_x,
-                         vline=train_length, vline_label="longest training length", dpi=dpi)
+                         vline=train_length, vline_label="longest training length", dpi=dpi, legend=legend)
     return _finish(fig, save)
 
 
