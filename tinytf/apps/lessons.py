@@ -61,7 +61,7 @@ class LessonInfo:
     title: str
     shows: str
     quick_seconds: float
-    """Quick-mode wall seconds on a 2-core CPU with a cold compilation cache (measured in the test suite)."""
+    """Quick-mode wall seconds on an idle 2-core CPU with an empty compilation cache (`tinytf bench lessons`)."""
     variant: bool = False
     """Whether --variant changes the attention under study."""
     warm_seconds: float | None = None
@@ -350,29 +350,29 @@ def summary_markdown(record: dict) -> str:
 # ------------------------------------------------------------------------ registry
 for _info in [
     LessonInfo("attention-basics", "01_attention_basics.py", "Attention from scratch",
-               "maps on associative recall; why 1/sqrt(d); permutation equivariance", 18),
+               "maps on associative recall; why 1/sqrt(d); permutation equivariance", 20, warm_seconds=14),
     LessonInfo("positions", "02_positions.py", "Where am I? Positional information",
-               "no positions -> order-blind; sinusoidal/learned/RoPE/ALiBi fix it; RoPE is relative", 30),
+               "no positions -> order-blind; sinusoidal/learned/RoPE/ALiBi fix it; RoPE is relative", 39, warm_seconds=18),
     LessonInfo("heads", "03_heads.py", "Heads specialise, and many can go",
-               "previous-token and induction heads; head importance and pruning curves", 43, variant=True),
+               "previous-token and induction heads; head importance and pruning curves", 49, variant=True, warm_seconds=37),
     LessonInfo("rank-collapse", "04_rank_collapse.py", "Rank collapse in pure attention",
-               "attention-only stacks lose rank doubly exponentially; skips fix it", 11),
+               "attention-only stacks lose rank doubly exponentially; skips fix it", 16, warm_seconds=8),
     LessonInfo("entropy-collapse", "05_entropy_collapse.py", "Entropy collapse at high learning rate",
-               "logits explode, entropy -> 0, training fails; QK-LayerNorm and sigma-Reparam fix it", 39, variant=True),
+               "logits explode, entropy -> 0, training fails; QK-LayerNorm and sigma-Reparam fix it", 83, variant=True, warm_seconds=46),
     LessonInfo("attention-sinks", "06_attention_sinks.py", "Attention sinks",
-               "the first token soaks up attention; softmax1, sink logits, gates, sigmoid; StreamingLLM", 56,
-               variant=True),
+               "the first token soaks up attention; softmax1, sink logits, gates, sigmoid; StreamingLLM", 75,
+               variant=True, warm_seconds=43),
     LessonInfo("dilution", "07_dilution.py", "Attention dilution in long contexts",
-               "needle mass falls with length; SSMax, log-n scaling and top-k keep it; a window loses far needles", 31, variant=True),
+               "needle mass falls with length; SSMax, log-n scaling and top-k keep it; a window loses far needles", 35, variant=True, warm_seconds=15),
     LessonInfo("detr-queries", "08_detr_queries.py", "Why do all my DETR queries look alike?",
-               "undifferentiated query maps: no positions, symmetry, short training; the fixes", 60, variant=True),
+               "undifferentiated query maps: no positions, symmetry, short training; the fixes", 67, variant=True, warm_seconds=45),
     LessonInfo("vit-attention", "09_vit_attention.py", "What ViT attention maps can explain",
-               "raw attention vs rollout vs gradients, by deletion curves", 45, variant=True),
+               "raw attention vs rollout vs gradients, by deletion curves", 55, variant=True, warm_seconds=42),
     LessonInfo("spurious-attention", "10_spurious_attention.py", "Attending to a watermark",
-               "a spurious watermark gets the attention; decorrelation fixes it", 30, variant=True),
+               "a spurious watermark gets the attention; decorrelation fixes it", 32, variant=True, warm_seconds=18),
     LessonInfo("length-generalization", "11_length_generalization.py", "Train short, test long",
                "NoPE/sinusoidal/RoPE degrade beyond the training length, ALiBi does not; position interpolation "
-               "(fine-tuned) extends RoPE to 2L", 35, variant=True),
+               "(fine-tuned) extends RoPE to 2L", 40, variant=True, warm_seconds=20),
 ]:
     register(_info)
 
@@ -407,10 +407,10 @@ def _cmd_lessons(args) -> int:
     if not rows:
         print("no lessons found (run from a tinytf checkout, or set TINYTF_LESSONS_DIR)")
         return 1
-    print(f"{'id':<20} {'cold':>5} {'warm':>5}  {'variant':<7}  title: what it shows")
+    print(f"{'id':<22} {'cold':>5} {'warm':>5}  {'variant':<7}  title: what it shows")
     for info in rows:
         warm = f"{info.warm_seconds:>3.0f} s" if info.warm_seconds else "    -"
-        print(f"{info.id:<20} {info.quick_seconds:>3.0f} s {warm}  {'yes' if info.variant else '-':<7}  "
+        print(f"{info.id:<22} {info.quick_seconds:>3.0f} s {warm}  {'yes' if info.variant else '-':<7}  "
               f"{info.title}: {info.shows}")
     print("\ncold / warm = wall seconds of `tinytf lesson ID --quick` on an idle 2-core CPU, with an empty JAX\n"
           "compilation cache (a first run) and with the cache a first run filled (every later run);\n"
