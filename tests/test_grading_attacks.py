@@ -23,8 +23,8 @@ from tinytf.grading import format_report, grade, prepare
 from tinytf.grading.classroom import grade_class
 from tinytf.grading.instructor import CHECKOUT_INSTRUCTOR_DIR, load_instructor
 from tinytf.grading.report import summary_line
-from tinytf.grading.sandbox import (CHILD_SCRIPT, PACKAGE_DIR, Call, RunResult, SandboxError, _parse_frames,
-                                    _site_dirs, policy, probe, run_student)
+from tinytf.grading.sandbox import (CHILD_SCRIPT, PACKAGE_DIR, RunResult, SandboxError, _parse_frames,
+                                    _site_dirs, policy, probe)
 
 SECRET = "attack-tests-0123456789abcdef"
 INSTRUCTOR = load_instructor(CHECKOUT_INSTRUCTOR_DIR)

@@ -5,7 +5,6 @@ named variants softpick and differential attention are compared with their formu
 written out independently in numpy.
 """
 
-import textwrap
 
 import jax
 import jax.numpy as jnp

@@ -55,7 +55,7 @@ def seed_bars(values: Mapping, *, ylabel: str, title: str, ax=None, save=None, r
     groups = list(values)
     quantities = list(values[groups[0]])
     if not quantities or any(list(values[g]) != quantities for g in groups):
-        raise ValueError(f"every condition needs the same quantities, got " +
+        raise ValueError("every condition needs the same quantities, got " +
                          ", ".join(f"{g!r}: {list(values[g])}" for g in groups))
     runs = {(g, q): _runs(values[g][q], f"values[{g!r}][{q!r}]") for g in groups for q in quantities}
     n = {v.size for v in runs.values()}

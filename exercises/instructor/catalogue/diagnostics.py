@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._build import calls, exercise, patched, rewritten
+from ._build import calls, exercise, patched
 from ._gen import causal, distinct, key_mask, normal, softmax_rows
 
 
