@@ -51,7 +51,7 @@ from tinytf.diagnostics import needle_mass
 from tinytf.apps.claims import LessonResult
 from tinytf.apps.lessons import main_for
 from tinytf.capture import capture_attention
-from tinytf.nn import Linear, MultiHeadAttention
+from tinytf.models import NeedleRetriever, needle_slot
 from tinytf.train import accuracy, cross_entropy, fit
 from tinytf.variants import AttentionConfig, get_variant
 
@@ -78,32 +78,9 @@ STEPS, BATCH, LR, WD = 600, 64, 3e-3, 0.1
 EVAL_BATCH = 256  # haystacks per length: accuracy to about +-0.03
 
 
-class Retriever(nnx.Module):
-    """Query token -> one attention head over the items -> LayerNorm + ReLU MLP -> value class."""
-
-    def __init__(self, attention: AttentionConfig, *, rngs: nnx.Rngs):
-        unit = dict(embedding_init=nnx.initializers.normal(1.0), rngs=rngs)  # N(0, 1) embeddings
-        self.item_a, self.item_b = nnx.Embed(SUBKEYS, D, **unit), nnx.Embed(SUBKEYS, D, **unit)
-        self.item_value = nnx.Embed(VALUES, D, **unit)
-        self.query_a, self.query_b = nnx.Embed(SUBKEYS, D, **unit), nnx.Embed(SUBKEYS, D, **unit)
-        self.attn = MultiHeadAttention(D, 1, config=attention, rngs=rngs)
-        self.norm = nnx.LayerNorm(D, rngs=rngs)
-        self.hidden = Linear(D, D, rngs=rngs)
-        self.readout = Linear(D, VALUES, rngs=rngs)
-
-    def __call__(self, batch) -> jax.Array:
-        """batch from `needle_haystack` -> (B, VALUES) logits."""
-        keys, values = batch["item_keys"][:, ::-1], batch["item_values"][:, ::-1]  # right-aligned (B, M, ...)
-        items = self.item_a(keys[..., 0]) + self.item_b(keys[..., 1]) + self.item_value(values)  # (B, M, D)
-        query = (self.query_a(batch["query"][:, 0]) + self.query_b(batch["query"][:, 1]))[:, None]  # (B, 1, D)
-        mask = batch["valid"][:, ::-1][:, None, None, :]  # (B, 1, 1, M): padding may not be attended
-        h = self.attn(query, items, mask=mask)[:, 0]  # (B, D)
-        return self.readout(jax.nn.relu(self.hidden(self.norm(h))))
-
-
-def needle_slot(batch) -> jax.Array:
-    """Where the needle sits among the right-aligned items: (B,)."""
-    return batch["valid"].shape[1] - 1 - batch["needle_index"]
+def make_retriever(config: AttentionConfig, *, rngs: nnx.Rngs) -> NeedleRetriever:
+    """The library's one-query retriever (`tinytf.models.NeedleRetriever`) at this lesson's sizes."""
+    return NeedleRetriever(config, d_model=D, num_heads=1, num_subkeys=SUBKEYS, num_values=VALUES, rngs=rngs)
 
 
 def loss_fn(model, batch):
@@ -111,9 +88,9 @@ def loss_fn(model, batch):
     return cross_entropy(logits, batch["target"]), {"accuracy": accuracy(logits, batch["target"])}
 
 
-def train(config: AttentionConfig, seed: int) -> Retriever:
+def train(config: AttentionConfig, seed: int) -> NeedleRetriever:
     """AdamW 3e-3, weight decay 0.1, 600 steps of B=64 haystacks with n ~ U[8, 32]."""
-    model = Retriever(config, rngs=nnx.Rngs(seed))
+    model = make_retriever(config, rngs=nnx.Rngs(seed))
     data = functools.partial(needle_haystack, batch_size=BATCH, max_items=TRAIN_MAX, min_items=TRAIN_MIN)
     fit(model, data, steps=STEPS, loss_fn=loss_fn, learning_rate=LR, weight_decay=WD, seed=seed)
     return model
@@ -143,9 +120,9 @@ def top_k(k: int):
     return normalize
 
 
-def with_attention(trained: Retriever, config: AttentionConfig) -> Retriever:
+def with_attention(trained: NeedleRetriever, config: AttentionConfig) -> NeedleRetriever:
     """A model with another attention config and the trained model's weights."""
-    model = Retriever(config, rngs=nnx.Rngs(0))
+    model = make_retriever(config, rngs=nnx.Rngs(0))
     nnx.update(model, nnx.state(trained))
     return model
 
@@ -163,7 +140,7 @@ predict = nnx.jit(lambda model, batch: model(batch))
 make_haystack = jax.jit(needle_haystack, static_argnames=("batch_size", "max_items"))
 
 
-def evaluate(model: Retriever, lengths, seed: int) -> dict:
+def evaluate(model: NeedleRetriever, lengths, seed: int) -> dict:
     """{"mass", "accuracy": (K,), "rows": {n: example 0's attention row (n,)}}."""
     mass, acc, rows = [], [], {}
     for n in lengths:
