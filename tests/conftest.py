@@ -1,8 +1,18 @@
-"""Shared test setup: CPU, the compilation cache, and strict rank promotion."""
+"""Shared test setup: CPU, fast compilation, the compilation cache, and strict rank promotion.
+
+Unit tests compile hundreds of small programs and run each for milliseconds, so on a clean
+machine most of their time is XLA compiling. `--xla_backend_optimization_level=0` skips LLVM's
+optimisation passes: on the 2-core box, tests/test_models.py + tests/test_detr.py from an empty
+cache took 154 s instead of 230 s. It changes how fast the code runs, not what it computes. Lessons
+train for thousands of steps, where optimised code pays (entropy-collapse quick: 43 s warm by
+default, 107 s at level 0), so lesson runs get the user's own flags back: `USER_XLA_FLAGS`.
+"""
 
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+USER_XLA_FLAGS = os.environ.get("XLA_FLAGS", "")
+os.environ["XLA_FLAGS"] = f"{USER_XLA_FLAGS} --xla_backend_optimization_level=0".strip()
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
@@ -17,3 +27,21 @@ def strict_rank():
     """Make silent broadcasting between arrays of different rank an error."""
     with jax.numpy_rank_promotion("raise"):
         yield
+
+
+@pytest.fixture
+def user_xla_flags(monkeypatch):
+    """Give processes started from this test (a lesson's kernel) the user's XLA flags back."""
+    monkeypatch.setenv("XLA_FLAGS", USER_XLA_FLAGS)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run the longest tests (each lesson as a notebook, longest first) before the rest, so that
+    with `-n 2` the other worker fills in with short tests instead of the run ending on one long test."""
+    from tinytf.apps.lessons import LESSONS
+
+    def lesson_seconds(item):
+        if item.nodeid.startswith("tests/test_lessons.py::test_lesson_runs_as_a_notebook"):
+            return LESSONS[item.callspec.params["lesson_id"]].quick_seconds
+        return 0.0
+    items.sort(key=lambda item: -lesson_seconds(item))  # stable: everything else keeps its order

@@ -6,18 +6,22 @@ exactly as `tinytf lesson ID --quick --notebook` does. Then every claim is check
 run's metrics.json, every figure in the run folder, and every figure inline in the executed
 notebook. The course site is then built from those executed notebooks (no second run).
 
-Multi-seed checks of the same claims run in-process and are marked slow: `python -m pytest -m slow`.
+Multi-seed checks of the same claims run as `python -m tinytf lesson ID --quick --seed S` and are
+marked slow: `python -m pytest -m slow`. Lessons run with the user's XLA flags, not the tests'
+fast-compile ones (see conftest.py).
 """
 
 import base64
 import json
+import subprocess
+import sys
 
 import matplotlib.image as mpimg
 import nbformat
 import pytest
 
 from tinytf.apps.course import build_course
-from tinytf.apps.lessons import LESSONS, available_lessons, latest_run, run_lesson, run_lesson_notebook
+from tinytf.apps.lessons import LESSONS, available_lessons, latest_run, run_lesson_notebook
 from tinytf.progress import quiet
 
 LESSON_IDS = [info.id for info in available_lessons()]
@@ -52,7 +56,7 @@ def run_as_notebook(lesson_id, runs_root):
 
 
 @pytest.mark.parametrize("lesson_id", LESSON_IDS)
-def test_lesson_runs_as_a_notebook_and_its_claims_hold(lesson_id, runs_root):
+def test_lesson_runs_as_a_notebook_and_its_claims_hold(lesson_id, runs_root, user_xla_flags):
     record, run_dir, notebook = run_as_notebook(lesson_id, runs_root)
     assert record["quick"] and record["seed"] == 0 and record["lesson"] == lesson_id
     check_record(record, run_dir)
@@ -66,7 +70,7 @@ def test_lesson_runs_as_a_notebook_and_its_claims_hold(lesson_id, runs_root):
         assert base64.b64encode((run_dir / name).read_bytes()).decode() in shown, f"{name} is not shown inline"
 
 
-def test_course_site_from_the_executed_notebooks(runs_root, tmp_path):
+def test_course_site_from_the_executed_notebooks(runs_root, tmp_path, user_xla_flags):
     """`tinytf course build --from-runs`: one page per lesson that holds every figure of its run."""
     if not EXECUTED:  # run alone (-k course): execute the shortest lesson
         run_as_notebook(min(LESSON_IDS, key=lambda i: LESSONS[i].quick_seconds), runs_root)
@@ -89,6 +93,11 @@ def test_course_site_from_the_executed_notebooks(runs_root, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2, 3])
 @pytest.mark.parametrize("lesson_id", LESSON_IDS)
-def test_lesson_claims_hold_at_other_seeds(lesson_id, seed, tmp_path):
-    record = run_lesson(lesson_id, quick=True, seed=seed, out=tmp_path)
-    check_record(record, latest_run(lesson_id, tmp_path))
+def test_lesson_claims_hold_at_other_seeds(lesson_id, seed, tmp_path, user_xla_flags):
+    command = [sys.executable, "-m", "tinytf", "lesson", lesson_id, "--quick", "--seed", str(seed),
+               "--out", str(tmp_path), "--quiet"]
+    done = subprocess.run(command, capture_output=True, text=True)
+    run_dir = latest_run(lesson_id, tmp_path)
+    assert run_dir is not None and (run_dir / "metrics.json").exists(), done.stdout + done.stderr
+    check_record(json.loads((run_dir / "metrics.json").read_text()), run_dir)
+    assert done.returncode == 0, done.stdout + done.stderr
