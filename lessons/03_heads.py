@@ -293,7 +293,7 @@ def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/heads", v
 #   one-shot importance, accuracy at 50% pruned stays within 0.006 of full at seeds 0-9
 #   (claimed); at seed 0 full accuracy holds to 13 of 16 heads pruned versus 9 for the mean
 #   of 3 random orders. What the toy does *not* show: across seeds 0-9 the random orders'
-#   plateau ranges from RLO to RHI heads, and at RN of the 10 seeds it is at least as long
+#   plateau ranges from 4 to 14 heads, and at 3 of the 10 seeds it is at least as long
 #   as the importance order's, so importance beating random is not claimed.
 # - **Xiao et al. (2019)**, *Sharing Attention Weights for Fast Transformer*, IJCAI, and
 #   **Bhojanapalli et al. (2021)**, *Leveraging redundancy in attention with Reuse
