@@ -115,13 +115,15 @@ def score_callback(seed: int):
 # ## Part 2: which heads matter? Pruning a classifier
 # The CLS counting task (`tinytf.data.counting_task`): 23 tokens, are there more As than Bs?
 # (10% MASKed in training.) A 2-layer x 8-head encoder (`tinytf.models.SequenceClassifier`;
-# 4 layers in full mode) answers at CLS: 16 heads, so the curves move in steps of 1/16. Without retraining, heads are removed (`HeadGate` = 0) in four orders
+# 4 layers in full mode) answers at CLS: 16 heads, so the curves move in steps of 1/16.
+# Without retraining, heads are removed (`HeadGate` = 0) in four orders
 # (`compare_pruning_orders`): least important first by the importance estimated once
 # ("one-shot") or re-estimated after every removal ("iterative", as Michel et al.); most
 # important first; random. The "plateau" is the largest fraction pruned with accuracy within
-# 0.02 of the full model (`pruning_summary`). We claim only the first order's value at 50%
-# pruned: the task is so redundant (one head can count) that random orders also keep full
-# accuracy far into the curve, and which order lasts longer changes from seed to seed.
+# 0.02 of the full model (`pruning_summary`). We claim only the one-shot order's accuracy at
+# 50% pruned: the task is so redundant (at some seeds two heads left in a random order still
+# answer right) that random orders also keep full accuracy far into the curve, and which
+# order lasts longer changes from seed to seed.
 
 # %%
 D_CLS, HEADS_CLS, T_CLS, CLS_STEPS = 64, 8, 24, 300  # 8 heads of 8 dims: pruning steps of 1/16 (quick)
