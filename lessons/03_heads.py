@@ -16,7 +16,8 @@
 #    and **induction heads** in layer 1 (at the second occurrence of a token, look at the token
 #    that followed its first occurrence, and copy it).
 # 2. Many heads are not needed (Michel, Levy & Neubig 2019). Remove heads without retraining,
-#    least important first, and accuracy holds longer than when removing them in random order.
+#    least important first, and half of them go with no loss of accuracy. (The paper also finds
+#    this order outlasting random orders; this toy does not show that at every seed: see Part 2.)
 # 3. Layers attend alike (Xiao et al. 2019; Bhojanapalli et al. 2021): adjacent layers' maps are
 #    close in Jensen-Shannon divergence.
 #
@@ -113,15 +114,19 @@ def score_callback(seed: int):
 # %% [markdown]
 # ## Part 2: which heads matter? Pruning a classifier
 # The CLS counting task (`tinytf.data.counting_task`): 23 tokens, are there more As than Bs?
-# (10% MASKed in training.) A 2-layer x 4-head encoder (`tinytf.models.SequenceClassifier`)
-# answers at CLS. Without retraining, heads are removed (`HeadGate` = 0) in four orders
+# (10% MASKed in training.) A 2-layer x 8-head encoder (`tinytf.models.SequenceClassifier`;
+# 4 layers in full mode) answers at CLS: 16 heads, so the curves move in steps of 1/16.
+# Without retraining, heads are removed (`HeadGate` = 0) in four orders
 # (`compare_pruning_orders`): least important first by the importance estimated once
 # ("one-shot") or re-estimated after every removal ("iterative", as Michel et al.); most
 # important first; random. The "plateau" is the largest fraction pruned with accuracy within
-# 0.02 of the full model (`pruning_summary`).
+# 0.02 of the full model (`pruning_summary`). We claim only the one-shot order's accuracy at
+# 50% pruned: the task is so redundant (at some seeds two heads left in a random order still
+# answer right) that random orders also keep full accuracy far into the curve, and which
+# order lasts longer changes from seed to seed.
 
 # %%
-D_CLS, HEADS_CLS, T_CLS, CLS_STEPS = 64, 4, 24, 300
+D_CLS, HEADS_CLS, T_CLS, CLS_STEPS = 64, 8, 24, 300  # 8 heads of 8 dims: pruning steps of 1/16 (quick)
 
 
 def classifier_loss(model, batch):
@@ -222,16 +227,16 @@ def pruning_part(result: LessonResult, rows: dict, quick: bool, seed: int, out_d
     layers = 2 if quick else 4
     for name, config in rows.items():
         model = train_classifier(layers, get_variant(config), seed, steps=CLS_STEPS)
-        study = pruning_study(model, seed, num_random=5 if quick else 8, eval_size=500 if quick else 1000)
+        study = pruning_study(model, seed, num_random=3 if quick else 8, eval_size=500 if quick else 1000)
         result.metrics[f"{name}: pruning ({layers} layers)"] = row = _pruning_row(study)
         if name != "vanilla":
             continue
         full, share = row["accuracy, all heads"], study["positive share"]
         result.claim("importance_plateau", "one-shot importance order: accuracy at 50% pruned >= full - 0.02",
                      row["acc @50% importance, one-shot"] - full, ">=", -0.02)
-        result.claim("importance_outlasts_random", "importance order stays within 0.02 of full accuracy for at "
-                     "least one more head removed than the mean random order (plateau difference, fraction of heads)",
-                     row["plateau importance, one-shot"] - row["plateau random order"], ">=", 0.1)
+        result.notes.append("Importance versus random orders is measured, not claimed: this task is so redundant "
+                            "that random orders also keep full accuracy far into the curve, and which order lasts "
+                            "longer changes with the seed (compare the metrics 'plateau ...' and 'acc @50% ...').")
         no_heads = row["accuracy, no heads"]
         result.claim("no_heads_constant", "all heads pruned: the model answers one class whatever the input "
                      "(|accuracy - that class's share| < 0.01)", min(abs(no_heads - share), abs(no_heads - 1 + share)),
@@ -285,9 +290,13 @@ def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/heads", v
 # - **Michel, Levy & Neubig (2019)**, *Are Sixteen Heads Really Better than One?*, NeurIPS.
 #   Metric: head importance E|dL/d xi_h| for a gate xi_h on each head, l2-normalised per
 #   layer (the paper's definition, used as is). They prune many heads of trained BERT and
-#   machine-translation models with little loss, ranking heads by this importance. Here: a
-#   2-layer, 8-head classifier keeps full accuracy up to 75% of heads pruned by importance
-#   versus 50% in random orders (quick, seed 0).
+#   machine-translation models with little loss, ranking heads by this importance, and
+#   find that order outlasting random ones. Here (quick, 2 layers x 8 heads): pruned by
+#   one-shot importance, accuracy at 50% pruned stays within 0.006 of full at seeds 0-9
+#   (claimed); at seed 0 full accuracy holds to 13 of 16 heads pruned versus 9 for the mean
+#   of 3 random orders. What the toy does *not* show: across seeds 0-9 the random orders'
+#   plateau ranges from 4 to 14 heads, and at 3 of the 10 seeds it is at least as long
+#   as the importance order's, so importance beating random is not claimed.
 # - **Xiao et al. (2019)**, *Sharing Attention Weights for Fast Transformer*, IJCAI, and
 #   **Bhojanapalli et al. (2021)**, *Leveraging redundancy in attention with Reuse
 #   Transformers*: adjacent layers' attention maps are similar enough to share or reuse.
@@ -301,11 +310,13 @@ def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/heads", v
 # - Heads specialise: a previous-token head in layer 0 and induction heads in layer 1 appear
 #   together, abruptly, when the loss drops (the emergence figure), with scores 10x above
 #   uniform attention.
-# - Michel et al.'s importance removes most heads with no loss and outlasts random orders.
-#   It is a first-order estimate made on the full model: do not trust the tail of the curve.
+# - Half of the heads, the least important by Michel et al.'s measure, go with no loss of
+#   accuracy at every seed. But a counting task is solved by almost any few heads: random
+#   orders often do as well, so this toy cannot show that the ranking beats chance. It is
+#   a first-order estimate made on the full model: do not trust the tail of the curve.
 # - Re-estimating importance as heads go (each layer normalised over the heads it still has)
-#   is not automatically better: in a full-mode run's (seed 0) 4-layer model it fell off a
-#   cliff at ~80% pruned while the one-shot order held to ~94%.
+#   is not automatically better: at quick seeds 0-9 it lasted longer than the one-shot order
+#   at 5 seeds and less long at 3.
 # - Adjacent layers attend alike (small JS), and in 4 layers (full mode) the deeper pair is
 #   the most alike, but at 2 layers most of that likeness is shared positional structure: the
 #   same comparison on another input is barely larger.
