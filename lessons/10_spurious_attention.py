@@ -108,6 +108,7 @@ def evaluate(model, sets: dict) -> dict[str, float]:
     last, roll = cls_maps(model, sets["flipped"]["images"])
     on_wm = last[marked, :, WM_TOKEN]  # (b, N)
     out["CLS attn on wm (head mean)"] = float(on_wm.mean())
+    out["CLS attn on wm (max head)"] = float(on_wm.mean(0).max())  # the head that looks most at the watermark
     for h, v in enumerate(on_wm.mean(0)):  # per head: some heads lock onto the watermark, others do not
         out[f"CLS attn on wm, head {h}"] = float(v)
     out["rollout share on wm"] = float(roll[marked, WM_TOKEN - 1 - CONFIG.num_registers].mean())
@@ -119,8 +120,10 @@ def evaluate(model, sets: dict) -> dict[str, float]:
 # Trained on 98%-correlated data the model is right about 98% of the time on iid data —
 # the rate at which the watermark agrees with the label. On flipped data it is almost
 # always wrong, without a watermark it guesses, and its class token looks at the
-# watermark patch (the claims ask for: flipped accuracy < 0.2, attention > 0.3 = 5x
-# uniform).
+# watermark patch: at least one last-layer head puts almost all of its attention there
+# (the claims ask for: flipped accuracy < 0.2, the most watermark-bound head > 0.8, 13x
+# uniform). How many heads do so changes with the seed (one of four at seeds 4 and 6, all
+# four at seed 8), so the head mean (0.25-0.96 at quick seeds 0-9) is reported, not claimed.
 
 # %%
 def claim_shortcut(result: LessonResult, m: dict[str, list[float]]) -> None:
@@ -129,8 +132,9 @@ def claim_shortcut(result: LessonResult, m: dict[str, list[float]]) -> None:
                  max(m["acc flipped"]), "<", 0.2)
     result.claim("baseline_chance_without_wm", "baseline: accuracy without watermark < 0.65, near chance 0.5 "
                  "(worst seed)", max(m["acc no watermark"]), "<", 0.65)
-    result.claim("baseline_attends_wm", "baseline: last-layer CLS attention on the watermark patch > 0.3 "
-                 "(head mean; uniform 1/17 = 0.06; worst seed)", min(m["CLS attn on wm (head mean)"]), ">", 0.3)
+    result.claim("baseline_attends_wm", "baseline: the last-layer head that attends most to the watermark patch "
+                 "puts > 0.8 of the CLS attention on it (uniform 1/17 = 0.06; worst seed)",
+                 min(m["CLS attn on wm (max head)"]), ">", 0.8)
 
 
 # %% [markdown]
@@ -144,8 +148,9 @@ def claim_fix(result: LessonResult, m: dict[str, list[float]]) -> None:
     result.claim("fix_iid_high", "decorrelated: iid accuracy > 0.9 (worst seed)", min(m["acc iid"]), ">", 0.9)
     result.claim("fix_flipped_high", "decorrelated: flipped-watermark accuracy > 0.9 (worst seed)",
                  min(m["acc flipped"]), ">", 0.9)
-    result.claim("fix_attention_off_wm", "decorrelated: last-layer CLS attention on the watermark patch < 0.2 "
-                 "(head mean; worst seed)", max(m["CLS attn on wm (head mean)"]), "<", 0.2)
+    result.claim("fix_attention_off_wm", "decorrelated: no last-layer head puts more than 0.5 of the CLS "
+                 "attention on the watermark patch (max over heads; worst seed)",
+                 max(m["CLS attn on wm (max head)"]), "<", 0.5)
 
 
 # %% [markdown]
@@ -257,7 +262,7 @@ def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/spurious-
     heads = np.array([base[f"CLS attn on wm, head {h}"] for h in range(CONFIG.num_heads)]).T  # (seeds, N)
     result.notes.append("Baseline, last-layer CLS attention on the watermark per head (rows = seeds): "
                         + "; ".join(" ".join(f"{v:.2f}" for v in row) for row in heads)
-                        + " (the head mean is what the claims use).")
+                        + " (the claims use the largest head; the head mean is reported).")
     if quick:
         result.notes.append("Group re-weighting is run only in full mode (it needs more steps than quick mode has).")
     else:
@@ -307,7 +312,9 @@ def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/spurious-
 #   reveal. Their evidence is relevance maps; ours is attention, a different and weaker signal (see the
 #   `vit-attention` lesson), backed by intervention: flipping or removing the watermark. Here (quick
 #   mode, seed 0) the 98%-correlated baseline scores ~0.99 iid, 0.0 on flipped data, ~0.52 without
-#   the watermark, and its class token puts ~0.75 of its last-layer attention on the watermark patch.
+#   the watermark; one or more of its last-layer heads put ~1.0 of the class token's attention on the
+#   watermark patch (head mean ~0.75). Quick seeds 0-9: the most watermark-bound head >= 0.997 for the
+#   baseline, <= 0.32 after the fix.
 # - **Geirhos et al. (2020). Shortcut Learning in Deep Neural Networks. Nature Machine Intelligence.**
 #   A perspective: networks take decision rules that work on the training distribution but not under
 #   the intended shift, and should be tested out of distribution. Our flipped and no-watermark test
@@ -319,7 +326,8 @@ def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/spurious-
 #   accuracy stays high, and they compare it with importance weighting by group. Our re-weighting by
 #   1 / P(label, watermark) is that importance weighting (not Group DRO); it runs in full mode only and
 #   is reported, not claimed. The claimed fix is decorrelating the watermark from the label in the
-#   data: flipped accuracy ~0.99 and watermark attention ~0.11 (uniform 1/17; quick mode, seed 0).
+#   data: flipped accuracy ~0.99 and watermark attention ~0.11 (head mean; largest head 0.15; uniform
+#   1/17; quick mode, seed 0).
 # - **Abnar & Zuidema (2020). Quantifying Attention Flow in Transformers. ACL.** Source of the rollout
 #   share we report next to raw attention (CLS row of the rollout, patch columns renormalised, uniform
 #   1/16): ~0.34 on the watermark for the baseline vs ~0.17 after the fix (quick mode, seed 0).
