@@ -36,8 +36,10 @@ def user_xla_flags(monkeypatch):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Run the longest tests (each lesson as a notebook, longest first) before the rest, so that
-    with `-n 2` the other worker fills in with short tests instead of the run ending on one long test."""
+    """Run the longest tests (each lesson as a notebook, longest first) before the rest. With the
+    README's `-n 2 --maxschedchunk 1` each process takes the next test when it is free, so the two
+    share the lessons and the run ends on short tests. (With `--dist worksteal` the first process
+    would get all of them: xdist hands out contiguous chunks first.)"""
     from tinytf.apps.lessons import LESSONS
 
     def lesson_seconds(item):
