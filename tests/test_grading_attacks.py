@@ -62,16 +62,36 @@ def _grade_all(root: Path, tmp_path: Path, only, timeout=10.0):
     return reports, rows
 
 
+def _xdist_worker(pid: int) -> str | None:
+    """The pytest-xdist worker name ("gw0", ...) in a process's environment, or None."""
+    try:
+        for entry in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+            if entry.startswith(b"PYTEST_XDIST_WORKER="):
+                return entry.split(b"=", 1)[1].decode()
+    except OSError:
+        pass
+    return None
+
+
 def _children_alive() -> list[str]:
-    """Processes running this checkout's _child.py (the sandbox harness), from /proc."""
+    """Processes running this checkout's _child.py (the sandbox harness), from /proc: ours, or orphans.
+
+    A harness that another test process started and is still waiting for (its parent is the other
+    pytest-xdist worker, grading at the same time under `-n 2`) is not ours and is not counted."""
+    ours = os.environ.get("PYTEST_XDIST_WORKER")
     alive = []
     for cmdline in glob.glob("/proc/[0-9]*/cmdline"):
+        pid = cmdline.split("/")[2]
         try:
             text = Path(cmdline).read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
+            parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
             continue
         if str(CHILD_SCRIPT) in text:
-            alive.append(f"{cmdline.split('/')[2]}: {text}")
+            other = _xdist_worker(parent)
+            if ours is not None and other is not None and other != ours:
+                continue  # a live child of the other test process
+            alive.append(f"{pid}: {text}")
     return alive
 
 

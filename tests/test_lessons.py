@@ -43,7 +43,7 @@ def inline_pngs(notebook) -> list[str]:
             for out in cell.get("outputs", []) if "image/png" in out.get("data", {})]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # not "module": conftest runs the lessons first, the course test later
 def runs_root(tmp_path_factory):
     return tmp_path_factory.mktemp("runs")
 
