@@ -30,6 +30,7 @@ from tinytf.grading.instructor import (CHECKOUT_INSTRUCTOR_DIR, InstructorError,
 from tinytf.grading.report import summary_line
 from tinytf.grading.runner import grade_exercise
 from tinytf.grading.sandbox import PACKAGE_DIR, CallResult, RunResult
+from tinytf.grading import similarity
 from tinytf.grading.similarity import copied_functions
 
 SECRET = "tests-secret-0123456789abcdef"
@@ -683,3 +684,28 @@ def test_reference_metrics_agree_with_tinytf_diagnostics():
         ref["giou"]["generalized_box_iou"](boxes[:3], boxes), detection.generalized_box_iou(boxes[:3], boxes),
         atol=1e-5
     )
+
+
+def test_parsing_survives_python_3_11s_transient_ast_race(monkeypatch):
+    """An ast.parse elsewhere in the process can make ours raise SystemError on CPython 3.11
+    (python/cpython#106905; it failed a clean CI run): the copy check parses again; a SystemError
+    that persists is not swallowed, and source that does not parse is None."""
+    real, calls = ast.parse, []
+
+    def racing(source, *args, **kwargs):
+        calls.append(source)
+        if len(calls) == 1:
+            raise SystemError("AST constructor recursion depth mismatch (before=33, after=38)")
+        return real(source, *args, **kwargs)
+
+    monkeypatch.setattr(similarity.ast, "parse", racing)
+    tree = similarity.parse_python("def f(x):\n    return x\n")
+    assert isinstance(tree, ast.Module) and len(calls) == 2
+    assert similarity.parse_python("def f(:") is None
+
+    def always(source, *args, **kwargs):
+        raise SystemError("AST constructor recursion depth mismatch")
+
+    monkeypatch.setattr(similarity.ast, "parse", always)
+    with pytest.raises(SystemError):
+        similarity.parse_python("x = 1")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import builtins
 import threading
+import time
 
 MIN_NODES = 60
 # CPython 3.11 keeps the AST constructor's recursion counter in one per-interpreter
@@ -75,12 +76,22 @@ class _Normaliser(ast.NodeTransformer):
 
 
 def parse_python(source: str | bytes) -> ast.Module | None:
-    """ast.parse, one thread at a time; None for source that does not parse."""
+    """ast.parse, one thread at a time; None for source that does not parse.
+
+    The lock covers our own parses, not an ast.parse elsewhere in the process (Python 3.11's
+    traceback formatting parses source lines), which can still trip the SystemError above (a
+    clean CI run did); it is transient, so we parse again."""
     with _PARSE_LOCK:
-        try:
-            return ast.parse(source)
-        except (SyntaxError, ValueError):
-            return None
+        for attempt in range(5):
+            try:
+                return ast.parse(source)
+            except (SyntaxError, ValueError):
+                return None
+            except SystemError:
+                if attempt == 4:
+                    raise
+                time.sleep(0.01 * (attempt + 1))
+    return None
 
 
 def normalised_functions(source: str | bytes) -> dict[str, tuple[str, int]]:
