@@ -62,36 +62,33 @@ def _grade_all(root: Path, tmp_path: Path, only, timeout=10.0):
     return reports, rows
 
 
-def _xdist_worker(pid: int) -> str | None:
-    """The pytest-xdist worker name ("gw0", ...) in a process's environment, or None."""
-    try:
-        for entry in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
-            if entry.startswith(b"PYTEST_XDIST_WORKER="):
-                return entry.split(b"=", 1)[1].decode()
-    except OSError:
-        pass
-    return None
+def _parent(pid) -> int:
+    """The parent process id of `pid`, from /proc (field 4 of /proc/PID/stat)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 def _children_alive() -> list[str]:
     """Processes running this checkout's _child.py (the sandbox harness), from /proc: ours, or orphans.
 
-    A harness that another test process started and is still waiting for (its parent is the other
-    pytest-xdist worker, grading at the same time under `-n 2`) is not ours and is not counted."""
-    ours = os.environ.get("PYTEST_XDIST_WORKER")
+    A harness whose parent is a sibling test process (another pytest-xdist worker under `-n 2`,
+    grading at the same time and still waiting for it) is not ours and is not counted. Siblings are
+    told apart by their parent (the xdist controller), not by PYTEST_XDIST_WORKER: xdist sets that
+    variable after the worker started, so it is not in /proc/PID/environ."""
+    me = os.getpid()
+    controller = _parent(me)
     alive = []
     for cmdline in glob.glob("/proc/[0-9]*/cmdline"):
         pid = cmdline.split("/")[2]
         try:
             text = Path(cmdline).read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            if str(CHILD_SCRIPT) not in text:
+                continue
+            parent = _parent(pid)
+            sibling = parent != me and _parent(parent) == controller and controller != 1
         except (OSError, ValueError, IndexError):
-            continue
-        if str(CHILD_SCRIPT) in text:
-            other = _xdist_worker(parent)
-            if ours is not None and other is not None and other != ours:
-                continue  # a live child of the other test process
-            alive.append(f"{pid}: {text}")
+            continue  # it ended while we looked
+        if not sibling:
+            alive.append(f"{pid} (parent {parent}): {text}")
     return alive
 
 
@@ -408,6 +405,24 @@ print(repr(out))
 
 
 # ----------------------------------------------------------------------------- processes
+def test_the_leftover_check_sees_a_harness_of_ours():
+    """`_children_alive` must be able to fail: a process of ours naming the harness is counted."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", str(CHILD_SCRIPT)])
+    try:
+        deadline = time.monotonic() + 10
+        while not _children_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        found = _children_alive()
+        assert any(f"{proc.pid} (parent {os.getpid()})" in line for line in found), found
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not any(line.startswith(f"{proc.pid} ") for line in _children_alive())
+
+
 @sealed
 def test_no_process_outlives_the_check_and_a_fork_bomb_starts_none(tmp_path):
     setsid = """
