@@ -17,7 +17,7 @@ import optax
 import pytest
 from flax import nnx
 
-from tinytf.apps.bench_train import benchmark_fit_vs_nnx_jit
+from tinytf.apps.bench_train import _dots_gflops, _step_dots, benchmark_fit_vs_nnx_jit
 from tinytf.train import (History, accuracy, cross_entropy, fit,
                           make_optimizer, make_schedule)
 
@@ -419,6 +419,28 @@ def test_benchmark_reports_all_three_rates():  # a smoke test: no timing is asse
     with pytest.raises(ValueError, match="give data and loss_fn"):
         benchmark_fit_vs_nnx_jit(make_model)
 
+
+
+def test_the_matmul_roofline_counts_every_matmul_of_the_step():
+    """`tinytf bench train` times a step's matmuls alone: it must find each one, also inside a
+    loop body, and count its FLOPs (checked by hand: 2 * m * k * n each)."""
+    class Two(nnx.Module):
+        def __init__(self):
+            self.a = nnx.Param(jnp.ones((8, 5)))  # x (3, 8) @ a -> (3, 5)
+            self.b = nnx.Param(jnp.ones((5, 5)))  # applied 4 times in a scan
+
+        def __call__(self, x):
+            h = x @ self.a[...]
+            h, _ = jax.lax.scan(lambda h, _: (jnp.tanh(h @ self.b[...]), None), h, None, length=4)
+            return h
+
+    dots = _step_dots(Two(), jnp.ones((3, 8)), lambda m, x: jnp.sum(m(x) ** 2))
+    # forward: x@a (3x8x5), 4 x h@b (3x5x5); backward: da = x^T dh (8x3x5), 4 x (dh@b^T, h^T dh)
+    # (3x5x5 each); x is not a parameter, so no dx.
+    gflop, rate = _dots_gflops(dots, repeats=2)
+    assert len(dots) == 2 + 3 * 4, dots
+    assert gflop == pytest.approx(2 * (3 * 8 * 5 * 2 + 3 * 5 * 5 * 3 * 4) / 1e9)
+    assert rate > 0
 
 DATA_PARALLEL_SCRIPT = textwrap.dedent("""
     import sys

@@ -184,7 +184,7 @@ class _StockViT(nnx.Module):
         return self.head(self.norm(x)[:, 0])
 
 
-def _matmul_gflops(n: int = 1024, repeats: int = 5) -> float:
+def _matmul_gflops(n: int = 1024, repeats: int = 20) -> float:
     """Achieved float32 GFLOP/s of an n x n matmul on this device: the roofline to compare with."""
     a = jax.random.normal(jax.random.key(0), (n, n))
     f = jax.jit(lambda a: a @ a)
@@ -195,6 +195,52 @@ def _matmul_gflops(n: int = 1024, repeats: int = 5) -> float:
         jax.block_until_ready(f(a))
         best = min(best, time.perf_counter() - t0)
     return 2 * n**3 / best / 1e9
+
+
+def _step_dots(model: nnx.Module, batch, loss_fn) -> list[tuple]:
+    """Every matmul (dot_general) of one training step's forward + backward, as
+    (lhs shape, rhs shape, dimension_numbers, dtype), read from the gradient's jaxpr. A matmul
+    in a `scan` body is listed once per iteration; one in a `while` body once (its trip count
+    is not in the jaxpr)."""
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    loss = lambda p, b: unpack_loss(loss_fn(nnx.merge(graphdef, p, rest), b))[0]  # noqa: E731
+    found = []
+
+    def walk(jaxpr, times: int):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "dot_general":
+                lhs, rhs = (v.aval for v in eqn.invars)
+                found.extend([(lhs.shape, rhs.shape, eqn.params["dimension_numbers"], lhs.dtype)] * times)
+            inner_times = times * (eqn.params["length"] if eqn.primitive.name == "scan" else 1)
+            for value in eqn.params.values():  # the bodies of loops, remat, custom VJPs, ...
+                for sub in value if isinstance(value, (list, tuple)) else (value,):
+                    inner = getattr(sub, "jaxpr", sub)
+                    if hasattr(inner, "eqns"):
+                        walk(inner, inner_times)
+
+    walk(jax.make_jaxpr(jax.grad(loss))(params, batch).jaxpr, 1)
+    return found
+
+
+def _dots_gflops(dots: list[tuple], repeats: int = 50) -> tuple[float, float]:
+    """(GFLOP, achieved GFLOP/s) of the matmuls in `dots` run alone, at their own shapes, in one
+    compiled program: the most a step made of these matmuls could reach on this device."""
+    import numpy as np
+
+    gflop = 0.0
+    for lhs, rhs, ((lc, _), (lb, _)), _ in dots:
+        contract, batch = np.prod([lhs[i] for i in lc]), np.prod([lhs[i] for i in lb])
+        gflop += 2 * np.prod(lhs) * np.prod(rhs) / contract / batch / 1e9
+    operands = [(jnp.ones(lhs, dtype), jnp.ones(rhs, dtype)) for lhs, rhs, _, dtype in dots]
+    numbers = [dn for _, _, dn, _ in dots]
+    run = jax.jit(lambda ops: [jax.lax.dot_general(a, b, dn) for (a, b), dn in zip(ops, numbers)])
+    jax.block_until_ready(run(operands))
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(run(operands))
+        best = min(best, time.perf_counter() - t0)
+    return float(gflop), float(gflop / best)
 
 
 def _step_flops(model: nnx.Module, batch, loss_fn) -> float:
@@ -216,7 +262,10 @@ def bench_train(*, steps: int = 200, repeats: int = 3, print_fn: Callable | None
 
     For each preset: a per-step `nnx.jit` loop, `fit` (one step per call and as used),
     and `fit` on the same architecture built from `flax.nnx` stock layers; steps/s,
-    ratios, and achieved GFLOP/s against a float32 matmul measured in the same run. When
+    ratios, and achieved GFLOP/s against a float32 matmul measured in the same run, beside the
+    same step's matmuls (every dot_general of its forward + backward) run alone at their own
+    shapes: the part of the gap that small matrices explain, and the part the rest of the step
+    costs. When
     PyTorch is installed (`pip install tinytf[bench]`), the tiny LM and ViT are also trained
     in PyTorch eager (`bench_torch.py`) and the ratio is reported.
     progress: a bar over the presets (None: follow `tinytf.progress`); the timed runs draw none.
@@ -263,8 +312,13 @@ def bench_train(*, steps: int = 200, repeats: int = 3, print_fn: Callable | None
                                      print_fn=print_fn)
         stock = max((fit(make_stock(), data, steps=steps, loss_fn=loss_fn, progress=False) for _ in range(repeats)),
                     key=lambda h: h.steps_per_s)
-        flops = _step_flops(make(), jax.jit(data)(jax.random.key(0)), loss_fn)
-        r.update(stock_nnx_fit_steps_per_s=stock.steps_per_s,
+        batch = jax.jit(data)(jax.random.key(0))
+        flops = _step_flops(make(), batch, loss_fn)
+        dots_gflop, dots_rate = _dots_gflops(_step_dots(make(), batch, loss_fn))
+        r.update(matmul_gflop=dots_gflop, matmul_share_of_flops=dots_gflop * 1e9 / flops,
+                 matmuls_alone_gflops=dots_rate, matmuls_alone_fraction_of_matmul=dots_rate / peak,
+                 fit_seconds_per_step=1 / r["fit_steps_per_s"], matmuls_alone_seconds=dots_gflop / dots_rate,
+                 stock_nnx_fit_steps_per_s=stock.steps_per_s,
                  tinytf_vs_stock_nnx=r["fit_steps_per_s"] / stock.steps_per_s,
                  step_gflop=flops / 1e9, fit_gflops=flops * r["fit_steps_per_s"] / 1e9,
                  fit_fraction_of_matmul=flops * r["fit_steps_per_s"] / 1e9 / peak)
@@ -283,6 +337,10 @@ def bench_train(*, steps: int = 200, repeats: int = 3, print_fn: Callable | None
                      f"(tinytf layers are {r['tinytf_vs_stock_nnx']:.2f}x the stock-layer speed)")
             print_fn(f"  achieved {r['fit_gflops']:.2f} GFLOP/s = {100 * r['fit_fraction_of_matmul']:.1f}% of a "
                      f"1024x1024 matmul ({peak:.1f} GFLOP/s); {r['step_gflop'] * 1e3:.1f} MFLOP per step")
+            print_fn(f"  the step's {r['matmul_share_of_flops']:.0%} of FLOPs in matmuls, run alone at their own "
+                     f"shapes: {1e3 * r['matmuls_alone_seconds']:.2f} ms of the {1e3 * r['fit_seconds_per_step']:.2f} ms "
+                     f"step, {100 * r['matmuls_alone_fraction_of_matmul']:.1f}% of the 1024x1024 rate (small "
+                     "matmuls are slower; the rest of the step is everything else)")
         bar.update(1)
     bar.close()
     return results
