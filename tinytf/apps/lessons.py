@@ -358,7 +358,8 @@ for _info in [
     LessonInfo("rank-collapse", "04_rank_collapse.py", "Rank collapse in pure attention",
                "attention-only stacks lose rank doubly exponentially; skips fix it", 18, warm_seconds=9),
     LessonInfo("entropy-collapse", "05_entropy_collapse.py", "Entropy collapse at high learning rate",
-               "logits explode, entropy -> 0, training fails; QK-LayerNorm and sigma-Reparam fix it", 86, variant=True, warm_seconds=50),
+               "logits explode, entropy -> 0, training fails; QK-LayerNorm, sigma-Reparam, soft-capping, QK-clip fix it "
+               "(z-loss does not)", 86, variant=True, warm_seconds=50),
     LessonInfo("attention-sinks", "06_attention_sinks.py", "Attention sinks",
                "the first token soaks up attention; softmax1, sink logits, gates, sigmoid; StreamingLLM", 90,
                variant=True, warm_seconds=54),
