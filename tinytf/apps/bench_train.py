@@ -184,17 +184,21 @@ class _StockViT(nnx.Module):
         return self.head(self.norm(x)[:, 0])
 
 
-def _matmul_gflops(n: int = 1024, repeats: int = 20) -> float:
-    """Achieved float32 GFLOP/s of an n x n matmul on this device: the roofline to compare with."""
-    a = jax.random.normal(jax.random.key(0), (n, n))
-    f = jax.jit(lambda a: a @ a)
-    jax.block_until_ready(f(a))
+def _best_seconds(f: Callable, arg, repeats: int) -> float:
+    """The fastest of `repeats` timed calls f(arg), after one untimed call (compiling)."""
+    jax.block_until_ready(f(arg))
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
-        jax.block_until_ready(f(a))
+        jax.block_until_ready(f(arg))
         best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best / 1e9
+    return best
+
+
+def _matmul_gflops(n: int = 1024, repeats: int = 20) -> float:
+    """Achieved float32 GFLOP/s of an n x n matmul on this device: the roofline to compare with."""
+    a = jax.random.normal(jax.random.key(0), (n, n))
+    return 2 * n**3 / _best_seconds(jax.jit(lambda a: a @ a), a, repeats) / 1e9
 
 
 def _step_dots(model: nnx.Module, batch, loss_fn) -> list[tuple]:
@@ -234,13 +238,7 @@ def _dots_gflops(dots: list[tuple], repeats: int = 50) -> tuple[float, float]:
     operands = [(jnp.ones(lhs, dtype), jnp.ones(rhs, dtype)) for lhs, rhs, _, dtype in dots]
     numbers = [dn for _, _, dn, _ in dots]
     run = jax.jit(lambda ops: [jax.lax.dot_general(a, b, dn) for (a, b), dn in zip(ops, numbers)])
-    jax.block_until_ready(run(operands))
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(run(operands))
-        best = min(best, time.perf_counter() - t0)
-    return float(gflop), float(gflop / best)
+    return float(gflop), float(gflop / _best_seconds(run, operands, repeats))
 
 
 def _step_flops(model: nnx.Module, batch, loss_fn) -> float:
