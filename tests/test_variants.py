@@ -133,10 +133,19 @@ def test_each_broken_promise_is_one_clear_error(probes, name, check, message):
         check_variant(f"probes.py:{name}")
 
 
-def test_a_normalizer_that_ignores_the_mask_is_refused(probes):
+def test_a_normalizer_that_ignores_the_mask_is_refused(probes, monkeypatch):
+    import importlib
+    import sys
+
     from tinytf.variants import AttentionConfig
 
-    import probes as module  # noqa: F401 -- the file is on the path through the current directory
+    # A user's own import of their file (not through a spec). Put its folder on the path here: whether
+    # '' is on sys.path, or an earlier test left another folder's `probes` in sys.modules, depends on
+    # which tests ran before in this process (pytest-xdist hands them out as workers free up).
+    monkeypatch.syspath_prepend(str(probes))
+    monkeypatch.delitem(sys.modules, "probes", raising=False)
+    module = importlib.import_module("probes")
+    assert module.__file__ == str(probes / "probes.py")
     with pytest.raises(VariantError, match=r"\[causality\]: normalizer leaky_normalizer.*masked keys non-zero"):
         check_variant(AttentionConfig(normalizer=module.leaky_normalizer))
 
