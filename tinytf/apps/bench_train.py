@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from tinytf.train.history import History
@@ -201,13 +202,19 @@ def _matmul_gflops(n: int = 1024, repeats: int = 20) -> float:
     return 2 * n**3 / _best_seconds(jax.jit(lambda a: a @ a), a, repeats) / 1e9
 
 
+def _step_grad(model: nnx.Module, loss_fn) -> tuple[Callable, nnx.State]:
+    """(grad of the scalar loss with respect to the parameters, the parameters): one training
+    step's forward + backward as a plain function, for XLA's cost analysis and the jaxpr."""
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    return jax.grad(lambda p, b: unpack_loss(loss_fn(nnx.merge(graphdef, p, rest), b))[0]), params
+
+
 def _step_dots(model: nnx.Module, batch, loss_fn) -> list[tuple]:
     """Every matmul (dot_general) of one training step's forward + backward, as
     (lhs shape, rhs shape, dimension_numbers, dtype), read from the gradient's jaxpr. A matmul
     in a `scan` body is listed once per iteration; one in a `while` body once (its trip count
     is not in the jaxpr)."""
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    loss = lambda p, b: unpack_loss(loss_fn(nnx.merge(graphdef, p, rest), b))[0]  # noqa: E731
+    grad, params = _step_grad(model, loss_fn)
     found = []
 
     def walk(jaxpr, times: int):
@@ -222,15 +229,13 @@ def _step_dots(model: nnx.Module, batch, loss_fn) -> list[tuple]:
                     if hasattr(inner, "eqns"):
                         walk(inner, inner_times)
 
-    walk(jax.make_jaxpr(jax.grad(loss))(params, batch).jaxpr, 1)
+    walk(jax.make_jaxpr(grad)(params, batch).jaxpr, 1)
     return found
 
 
 def _dots_gflops(dots: list[tuple], repeats: int = 50) -> tuple[float, float]:
     """(GFLOP, achieved GFLOP/s) of the matmuls in `dots` run alone, at their own shapes, in one
     compiled program: the most a step made of these matmuls could reach on this device."""
-    import numpy as np
-
     gflop = 0.0
     for lhs, rhs, ((lc, _), (lb, _)), _ in dots:
         contract, batch = np.prod([lhs[i] for i in lc]), np.prod([lhs[i] for i in lb])
@@ -243,9 +248,8 @@ def _dots_gflops(dots: list[tuple], repeats: int = 50) -> tuple[float, float]:
 
 def _step_flops(model: nnx.Module, batch, loss_fn) -> float:
     """FLOPs of one training step's forward + backward, from XLA's cost analysis."""
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    grad = jax.jit(jax.grad(lambda p, b: unpack_loss(loss_fn(nnx.merge(graphdef, p, rest), b))[0]))
-    cost = grad.lower(params, batch).compile().cost_analysis()
+    grad, params = _step_grad(model, loss_fn)
+    cost = jax.jit(grad).lower(params, batch).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     return float(cost.get("flops", float("nan")))
 
@@ -311,8 +315,9 @@ def bench_train(*, steps: int = 200, repeats: int = 3, print_fn: Callable | None
         stock = max((fit(make_stock(), data, steps=steps, loss_fn=loss_fn, progress=False) for _ in range(repeats)),
                     key=lambda h: h.steps_per_s)
         batch = jax.jit(data)(jax.random.key(0))
-        flops = _step_flops(make(), batch, loss_fn)
-        dots_gflop, dots_rate = _dots_gflops(_step_dots(make(), batch, loss_fn))
+        model = make()
+        flops = _step_flops(model, batch, loss_fn)
+        dots_gflop, dots_rate = _dots_gflops(_step_dots(model, batch, loss_fn))
         r.update(matmul_gflop=dots_gflop, matmul_share_of_flops=dots_gflop * 1e9 / flops,
                  matmuls_alone_gflops=dots_rate, matmuls_alone_fraction_of_matmul=dots_rate / peak,
                  fit_seconds_per_step=1 / r["fit_steps_per_s"], matmuls_alone_seconds=dots_gflop / dots_rate,

@@ -91,7 +91,6 @@ def parse_python(source: str | bytes) -> ast.Module | None:
                 if attempt == 4:
                     raise
                 time.sleep(0.01 * (attempt + 1))
-    return None
 
 
 def normalised_functions(source: str | bytes) -> dict[str, tuple[str, int]]:
