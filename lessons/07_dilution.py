@@ -107,10 +107,10 @@ def train(config: AttentionConfig, seed: int) -> NeedleRetriever:
 
 # %%
 def log_n_scaling(n_train: int):
-    """softmax(logits * log n / log n_train): the training-length temperature, kept as n grows."""
+    """softmax(logits * log n / log n_train): the training-length temperature, kept as n grows.
+    That is SSMax (softmax(log n * logits), n = visible keys) with a fixed s = 1 / log n_train."""
     def normalize(logits, mask):
-        n = jnp.sum(mask, axis=-1, keepdims=True) if mask is not None else logits.shape[-1]  # visible keys
-        return attn_lib.softmax(logits * (jnp.log(n) / np.log(n_train)), mask)
+        return attn_lib.ssmax(logits / np.log(n_train), mask)
     return normalize
 
 
