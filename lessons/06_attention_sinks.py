@@ -116,6 +116,9 @@ def loss_fn(model, batch):
         "trigger acc": accuracy(logits, batch["targets"], copies)}
 
 
+evaluate = nnx.jit(loss_fn)  # the same loss on a held-out batch, as one compiled program
+
+
 # %% [markdown]
 # ## Measure
 # `sink_report` (`tinytf.diagnostics`) captures the maps, cuts the register rows and columns
@@ -136,12 +139,11 @@ def dormant_rows(batch: dict):
 def measure(model, registers: int, batch: dict) -> dict:
     """`sink_report` (maps, AD head, massive activations, value norms) and the task metrics."""
     b = with_registers(batch, registers)
-    logits = model(b["tokens"])  # (B, r + T, V)
+    loss, task = evaluate(model, b)
     bayes = -float(batch["true_logprob"].sum() / batch["loss_mask"].sum())
     return {**sink_report(model, b["tokens"], dormant_rows(batch), batch["trigger"], prefix=registers,
                           active_label="trigger"),
-            "excess loss": float(cross_entropy(logits, b["targets"], b["loss_mask"])) - bayes,
-            "trigger acc": float(accuracy(logits, b["targets"], b["trigger"] & b["loss_mask"]))}
+            "excess loss": float(loss) - bayes, "trigger acc": float(task["trigger acc"])}
 
 
 def train(spec: dict, seed: int, steps: int, probe: dict):

@@ -114,6 +114,31 @@ def test_eager_equals_jit_and_legacy_keys_work():
     assert legacy["tokens"].shape == (5, 15)
 
 
+def test_an_eager_call_is_one_compiled_program(monkeypatch):
+    """Called outside jit, a generator compiles once for its configuration (not op by op), and the
+    configuration is static: a second configuration compiles a second program."""
+    compiled = []
+    monkeypatch.setattr(jax._src.interpreters.pxla, "_cached_compilation",
+                        _spy(jax._src.interpreters.pxla._cached_compilation, compiled))
+    cfg = {"batch_size": 3, "max_items": 7, "min_items": 2}  # shapes no other test uses: nothing cached in memory
+    first = _np(data.needle_haystack(KEY0, **cfg))
+    again = _np(data.needle_haystack(KEY1, **cfg))
+    assert len(compiled) == 1, f"{len(compiled)} compilations for two calls of one configuration"
+    data.needle_haystack(KEY0, **{**cfg, "max_items": 8})
+    assert len(compiled) == 2
+    reference = _np(jax.jit(functools.partial(data.needle_haystack.__wrapped__, **cfg))(KEY0))
+    for k in first:
+        np.testing.assert_array_equal(first[k], reference[k], err_msg=k)
+    assert any(not np.array_equal(first[k], again[k]) for k in first)
+
+
+def _spy(fn, calls):
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return fn(*args, **kwargs)
+    return spy
+
+
 def test_generators_run_inside_lax_scan():
     gen = functools.partial(data.copy_task, **CONFIGS["copy"][1])
 
@@ -566,6 +591,8 @@ def test_sample_batch_keeps_rows_aligned():
     (lambda: data.copy_task(0, batch_size=2), TypeError, "jax.random.key"),
     (lambda: data.copy_task(KEY0, batch_size=0), ValueError, "batch_size must be >= 1"),
     (lambda: data.copy_task(KEY0, batch_size=2.0), TypeError, "batch_size must be a Python int"),
+    (lambda: data.copy_task(KEY0, batch_size=[2]), TypeError, "batch_size must be a Python int"),  # unhashable
+    (lambda: data.copy_task(KEY0, batch_size=np.array(2)), TypeError, "batch_size must be a Python int"),
     (lambda: data.copy_task(KEY0, batch_size=2, length=5, vocab_size=3, distinct=True), ValueError, "length <= vocab"),
     (lambda: data.associative_recall(KEY0, batch_size=2, num_pairs=9, num_keys=8), ValueError, "num_pairs must be <= 8"),
     (lambda: data.needle_haystack(KEY0, batch_size=2, max_items=4, min_items=5), ValueError, "min_items must be <= 4"),

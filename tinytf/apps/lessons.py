@@ -361,8 +361,8 @@ for _info in [
                "logits explode, entropy -> 0, training fails; QK-LayerNorm, sigma-Reparam, soft-capping, QK-clip fix it "
                "(z-loss does not)", 86, variant=True, warm_seconds=50),
     LessonInfo("attention-sinks", "06_attention_sinks.py", "Attention sinks",
-               "the first token soaks up attention; softmax1, sink logits, gates, sigmoid; StreamingLLM", 90,
-               variant=True, warm_seconds=54),
+               "the first token soaks up attention; softmax1, sink logits, gates, sigmoid; StreamingLLM", 73,
+               variant=True, warm_seconds=36),
     LessonInfo("dilution", "07_dilution.py", "Attention dilution in long contexts",
                "needle mass falls with length; SSMax, log-n scaling and top-k keep it; a window loses far needles", 48, variant=True, warm_seconds=20),
     LessonInfo("detr-queries", "08_detr_queries.py", "Why do all my DETR queries look alike?",

@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tinytf.checks import check_int, check_key, check_prob
+from tinytf.data._compiled import compiled
 
 
 def _next_token_targets(tokens: jax.Array) -> jax.Array:
@@ -67,6 +68,7 @@ def _random_subset(key: jax.Array, batch_size: int, n: int, k: int) -> jax.Array
 # ----------------------------------------------------------------------------------------------
 
 
+@compiled
 def copy_task(key, *, batch_size: int, length: int = 16, vocab_size: int = 64, bos: bool = False,
               distinct: bool = False) -> dict[str, jax.Array]:
     """Random tokens followed by the same tokens again; the loss is on the repeated half.
@@ -115,6 +117,7 @@ def copy_task(key, *, batch_size: int, length: int = 16, vocab_size: int = 64, b
     }
 
 
+@compiled
 def variable_copy_task(key, *, batch_size: int, min_length: int = 6, max_length: int = 16,
                        vocab_size: int = 64) -> dict[str, jax.Array]:
     """Two copies of L distinct random tokens, L drawn per sequence, then padding.
@@ -160,6 +163,7 @@ def variable_copy_task(key, *, batch_size: int, min_length: int = 6, max_length:
 # ----------------------------------------------------------------------------------------------
 
 
+@compiled
 def associative_recall(key, *, batch_size: int, num_pairs: int = 8, num_keys: int = 16, num_values: int = 16,
                        bos: bool = False) -> dict[str, jax.Array]:
     """``k1 v1 k2 v2 ... kP vP q a``: after the query key q, predict its value a.
@@ -217,6 +221,7 @@ def associative_recall(key, *, batch_size: int, num_pairs: int = 8, num_keys: in
 # ----------------------------------------------------------------------------------------------
 
 
+@compiled
 def needle_haystack(key, *, batch_size: int, max_items: int, min_items: int | None = None, num_subkeys: int = 8,
                     num_values: int = 16, near_miss_prob: float = 0.8, filler_prob: float = 0.9
                     ) -> dict[str, jax.Array]:
@@ -385,6 +390,7 @@ def _active_triggers(tokens: jax.Array, is_trigger: jax.Array, bos: int) -> jax.
     return is_trigger[jnp.minimum(tokens, bos - 1)] & (tokens != bos) & prev_ordinary
 
 
+@compiled
 def sample_bigram_backcopy(key, task: BigramBackcopyTask, *, batch_size: int, seq_len: int = 32
                            ) -> dict[str, jax.Array]:
     """Sample BOS-prefixed Bigram-Backcopy sequences (Guo et al. 2024).
@@ -453,6 +459,7 @@ COUNTING_CLS, COUNTING_A, COUNTING_B, COUNTING_MASK = 0, 1, 2, 3
 COUNTING_FIRST_FILLER = 4
 
 
+@compiled
 def counting_task(key, *, batch_size: int, seq_len: int = 24, max_count: int = 6, num_fillers: int = 12,
                   mask_prob: float = 0.0) -> dict[str, jax.Array]:
     """Classify ``CLS x_1 ... x_{T-1}`` by whether it holds more As than Bs.

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tinytf.checks import check_int, check_key, check_prob
+from tinytf.data._compiled import compiled
 
 #: Shape classes, in label order.
 SHAPE_NAMES = ("circle", "square", "triangle", "cross", "diamond")
@@ -240,6 +241,7 @@ def _check_watermark(watermark: str, watermark_size: int, watermark_prob: float,
 # ----------------------------------------------------------------------------------------------
 
 
+@compiled
 def shapes_classification(key, *, batch_size: int, image_size: int = 32, channels: int = 3, num_classes: int = 4,
                           min_size: float = 0.2, max_size: float = 0.35, noise: float = 0.0, clutter: int = 0,
                           background: float = 0.0, watermark: str = "none", watermark_prob: float = 0.98,
@@ -319,6 +321,7 @@ def shapes_classification(key, *, batch_size: int, image_size: int = 32, channel
 # ----------------------------------------------------------------------------------------------
 
 
+@compiled
 def shapes_detection(key, *, batch_size: int, image_size: int = 64, max_objects: int = 5, min_objects: int = 1,
                      num_classes: int = 4, min_size: float = 0.06, max_size: float = 0.16, overlap: bool = True,
                      noise: float = 0.0, clutter: int = 0, background: float = 0.0) -> dict[str, jax.Array]:
@@ -402,6 +405,7 @@ def shapes_detection(key, *, batch_size: int, image_size: int = 64, max_objects:
 # ----------------------------------------------------------------------------------------------
 
 
+@compiled
 def bars_watermark(key, *, batch_size: int, image_size: int = 16, bar_length: int = 5, noise: float = 0.35,
                    watermark: str = "correlated", watermark_prob: float = 0.98, watermark_size: int = 4
                    ) -> dict[str, jax.Array]:
@@ -461,6 +465,7 @@ def bars_watermark(key, *, batch_size: int, image_size: int = 16, bar_length: in
 # ----------------------------------------------------------------------------------------------
 
 
+@compiled
 def feature_map_detection(key, *, batch_size: int, grid: int = 8, max_objects: int = 3, min_objects: int = 1,
                           num_classes: int = 3, noise: float = 0.1) -> dict[str, jax.Array]:
     """What a backbone would hand DETR, without the backbone: objects as cells of a feature grid.

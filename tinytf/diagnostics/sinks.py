@@ -24,6 +24,7 @@ from collections.abc import Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from tinytf.capture import capture_attention
 from tinytf.diagnostics.maps import bos_mass, null_mass, sink_rate
@@ -78,6 +79,11 @@ def lm_states(model, tokens) -> dict:
     tokens = jnp.asarray(tokens)
     if tokens.ndim != 2:
         raise ValueError(f"tokens must be (B, T) int, got shape {tokens.shape}")
+    return _lm_states(model, tokens)  # one compiled program, not one per op
+
+
+@nnx.jit
+def _lm_states(model, tokens) -> dict:
     positions = jnp.arange(tokens.shape[1])
     h = model._embed(tokens, positions)  # (B, T, D)
     hidden, values = [h], {}

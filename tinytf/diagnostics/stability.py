@@ -10,8 +10,10 @@ three numbers that show it, on a fixed batch, as a `tinytf.train.fit` callback.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
+import jax
 import jax.numpy as jnp
 
 from tinytf.capture import capture_attention
@@ -39,16 +41,20 @@ def attention_watch(tokens, *, skip_first: int = 8) -> Callable:
     skip_first = check_int("skip_first", skip_first, low=0)
     if jnp.ndim(tokens) != 2 or skip_first >= jnp.shape(tokens)[1]:
         raise ValueError(f"tokens has shape {jnp.shape(tokens)}: expected (B, T) with T > skip_first={skip_first}")
-    T = jnp.shape(tokens)[1]
-    causal = jnp.tril(jnp.ones((T, T), bool))[None, None]  # (1, 1, T, T)
 
     def watch(step, model) -> dict:
-        weights, logits = capture_attention(model, tokens, with_logits=True)
-        entropy = entropy_stats(weights, is_causal=True, skip_first=skip_first)
-        return {"max_logit": max_logit(logits, causal), "entropy_min": entropy["entropy_min"],
-                "entropy_mean": entropy["entropy_mean"]}
+        return _summarise(*capture_attention(model, tokens, with_logits=True), skip_first=skip_first)
 
     return watch
+
+
+@functools.partial(jax.jit, static_argnames="skip_first")  # one program shared by every watch, not ~90 ops a call
+def _summarise(weights, logits, *, skip_first: int) -> dict:
+    T = next(iter(logits.values())).shape[-1]
+    causal = jnp.tril(jnp.ones((T, T), bool))[None, None]  # (1, 1, T, T)
+    entropy = entropy_stats(weights, is_causal=True, skip_first=skip_first)
+    return {"max_logit": max_logit(logits, causal), "entropy_min": entropy["entropy_min"],
+            "entropy_mean": entropy["entropy_mean"]}
 
 
 __all__ = ["attention_watch"]
