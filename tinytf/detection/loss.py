@@ -153,6 +153,11 @@ def centre_recall(outputs: Mapping, labels, boxes, valid, *, tolerance: float, m
                          f"{logits.shape}: expected (B, M), (B, M, 4), (B, M) and (B, Q, C+1)")
     if not tolerance > 0:
         raise ValueError(f"tolerance must be > 0, got {tolerance!r}")
+    return _centre_recall(logits, pred, labels, boxes, valid, tolerance, min_score)
+
+
+@jax.jit  # one compiled program, also when called eagerly (as a fit callback it runs every few steps)
+def _centre_recall(logits, pred, labels, boxes, valid, tolerance, min_score) -> jax.Array:
     prob = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)[..., :-1]  # (B, Q, C)
     score, label = prob.max(-1), prob.argmax(-1)  # (B, Q)
     close = jnp.all(jnp.abs(pred[:, :, None, :2] - boxes[:, None, :, :2]) <= tolerance, axis=-1)  # (B, Q, M)

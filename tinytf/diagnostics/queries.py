@@ -193,6 +193,11 @@ def positional_encoding_similarity(pos, height: int, width: int) -> dict:
             "distance_correlation": corr}
 
 
+# detr_query_report runs as a fit callback every few steps: one compiled program each, not op by op
+_compiled_map_similarity = jax.jit(query_map_similarity)
+_compiled_embedding_diversity = jax.jit(query_embedding_diversity)
+
+
 def detr_query_report(weights, query_embed=None, pos_embed=None, *, grid: tuple[int, int] | None = None,
                       layer: str | None = None) -> dict:
     """The DETR checklist in one call: query maps, query embeddings, key positional code.
@@ -215,12 +220,12 @@ def detr_query_report(weights, query_embed=None, pos_embed=None, *, grid: tuple[
         if not names or names[-1] not in weights:
             raise ValueError(f"layer={layer!r}: no such cross-attention layer among {list(weights)}")
         weights = weights[names[-1]]
-    sim = query_map_similarity(weights)
+    sim = _compiled_map_similarity(weights)
     S = jnp.shape(weights)[-1]
     report = {"map_cosine": float(sim["cosine"]), "map_js": float(sim["js"]),
               "map_entropy": float(sim["entropy"]), "uniform_entropy": math.log(S)}
     if query_embed is not None:
-        report["query_embedding_cosine"] = float(query_embedding_diversity(query_embed))
+        report["query_embedding_cosine"] = float(_compiled_embedding_diversity(query_embed))
     if pos_embed is not None:
         if grid is None:
             side = math.isqrt(S)
