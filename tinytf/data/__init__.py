@@ -10,6 +10,9 @@ the configuration), so training data can be made inside a ``lax.scan`` training 
     sample = functools.partial(data.copy_task, batch_size=32, length=16, vocab_size=64)
     batch = jax.jit(sample)(jax.random.key(0))  # tokens, targets, loss_mask
 
+Called outside ``jax.jit`` (a held-out batch), a generator still runs as one compiled program
+per configuration, not op by op (``_compiled.py``).
+
 Modules, in reading order:
 - ``sequences``: ``copy_task``, ``variable_copy_task``, ``associative_recall``, ``needle_haystack``,
   ``make_bigram_backcopy_task`` / ``sample_bigram_backcopy``, ``counting_task``;
