@@ -141,14 +141,13 @@ TEST_TIME = {"log n / log 32 (test time)": LOG_N,
 
 # %%
 predict = nnx.jit(lambda model, batch: model(batch))
-make_haystack = jax.jit(needle_haystack, static_argnames=("batch_size", "max_items"))
 
 
 def evaluate(model: NeedleRetriever, lengths, seed: int) -> dict:
     """{"mass", "accuracy": (K,), "rows": {n: example 0's attention row (n,)}}."""
     mass, acc, rows = [], [], {}
     for n in lengths:
-        batch = make_haystack(jax.random.key(50_000 + 101 * seed + n), batch_size=EVAL_BATCH, max_items=n)
+        batch = needle_haystack(jax.random.key(50_000 + 101 * seed + n), batch_size=EVAL_BATCH, max_items=n)
         weights = capture_attention(model, batch)["attn"]  # (B, 1, 1, n)
         mass.append(float(needle_mass(weights, 0, needle_slot(batch))))
         acc.append(float(accuracy(predict(model, batch), batch["target"])))

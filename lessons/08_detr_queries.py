@@ -256,7 +256,7 @@ def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/detr-quer
     conditions = dict(CONDITIONS) if quick else {**CONDITIONS, **SYMMETRIC, **FULL_ONLY}
     if variant is not None:  # a researcher's attention, in DETR with the grid-resolving code
         conditions[f"DETR + {variant}"] = dict(pe_temperature=20.0, attention=get_variant(variant))
-    test = jax.jit(functools.partial(data, batch_size=256))(jax.random.key(1_000_000 + seed))
+    test = data(jax.random.key(1_000_000 + seed), batch_size=256)  # one compiled program, like every generator
     result, runs, models = LessonResult(), {}, {}
     for name, changes in conditions.items():
         runs[name] = []

@@ -299,7 +299,7 @@ def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/vit-atten
     if variant is not None:  # the researcher's attention in the deep model, measured like the others (no claims)
         configs[f"4 layers + {variant}"] = CONFIGS["4 layers"].replace(attention=get_variant(variant))
         conditions.append(f"4 layers + {variant}")
-    sample = jax.jit(functools.partial(shapes_classification, batch_size=256 if quick else 1000, **DATA))
+    sample = functools.partial(shapes_classification, batch_size=256 if quick else 1000, **DATA)
     test = sample(jax.random.key(10_000 + seed))
     result, runs, extras = LessonResult(), {}, {}
     for cond in conditions:
