@@ -47,7 +47,7 @@ from tinytf.apps.claims import LessonResult
 from tinytf.apps.lessons import main_for
 from tinytf.diagnostics import logit_scale_sweep, permutation_equivariance_error
 from tinytf.nn import Block, Linear
-from tinytf.train import accuracy, cross_entropy, fit
+from tinytf.train import accuracy, cross_entropy, fit, parallel_map
 
 # %% [markdown]
 # ## The task: associative recall
@@ -208,7 +208,7 @@ def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/attention
     out_dir.mkdir(parents=True, exist_ok=True)
     result = LessonResult()
     seeds = [seed] if quick else [seed * 100 + i for i in range(3)]
-    models = [train_recall(s, steps=300) for s in seeds]
+    models = parallel_map(lambda s: train_recall(s, steps=300), seeds)  # full mode: one seed per core
     runs = [measure_recall(m, s) for m, s in zip(models, seeds)]  # [(metrics, extra)]
     result.metrics["recall head"] = {k: float(np.mean([m[k] for m, _ in runs])) for k in runs[0][0]}
     result.metrics["recall head"]["chance (1 / values)"] = 1 / NUM_VALUES

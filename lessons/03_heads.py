@@ -53,7 +53,7 @@ from tinytf.apps.claims import LessonResult
 from tinytf.apps.lessons import main_for
 from tinytf.capture import capture_attention
 from tinytf.models import AttentionOnlyLM, SequenceClassifier
-from tinytf.train import accuracy, cross_entropy, fit
+from tinytf.train import accuracy, cross_entropy, fit, parallel_map
 from tinytf.variants import AttentionConfig, get_variant
 
 # %% [markdown]
@@ -165,13 +165,17 @@ def pruning_study(model, seed: int, num_random: int, eval_size: int) -> dict:
 # layer's map of *another* input: a control for likeness from shared positional structure.
 
 # %%
-def induction_part(result: LessonResult, rows: dict, quick: bool, seed: int, out_dir: Path) -> None:
-    """Train the attention-only LM per row, score its heads, claim and draw (vanilla row)."""
-    for name, config in rows.items():
-        callbacks = [score_callback(seed)] if name == "vanilla" else []
-        model, history = train_lm(get_variant(config, base=AttentionConfig(position="rope")), seed,
-                                  steps=LM_STEPS_QUICK if quick else LM_STEPS_FULL, callbacks=callbacks)
-        scores = head_scores(model, seed)
+def induction_run(name: str, config, quick: bool, seed: int):
+    """Train one row's attention-only LM and score its heads: (scores, history)."""
+    callbacks = [score_callback(seed)] if name == "vanilla" else []
+    model, history = train_lm(get_variant(config, base=AttentionConfig(position="rope")), seed,
+                              steps=LM_STEPS_QUICK if quick else LM_STEPS_FULL, callbacks=callbacks)
+    return head_scores(model, seed), history
+
+
+def induction_part(result: LessonResult, done: dict, out_dir: Path) -> None:
+    """Per row (done = {name: induction_run(...)}): metrics; claims and figures for the vanilla row."""
+    for name, (scores, history) in done.items():
         prev_max, ind_max = (float(max(v.max() for v in scores[k].values())) for k in ("prev", "induction"))
         result.metrics[f"{name}: induction LM"] = {
             "accuracy (2nd copy)": scores["accuracy"], "max previous-token score": prev_max,
@@ -222,12 +226,16 @@ def _pruning_row(study: dict) -> dict:
     return row
 
 
-def pruning_part(result: LessonResult, rows: dict, quick: bool, seed: int, out_dir: Path) -> None:
-    """Train the counting classifier per row; importance, pruning curves, layer similarity; claims (vanilla)."""
+def pruning_run(name: str, config, quick: bool, seed: int) -> dict:
+    """Train one row's counting classifier (2 layers quick, 4 full) and study its pruning orders."""
+    model = train_classifier(2 if quick else 4, get_variant(config), seed, steps=CLS_STEPS)
+    return pruning_study(model, seed, num_random=3 if quick else 8, eval_size=500 if quick else 1000)
+
+
+def pruning_part(result: LessonResult, done: dict, quick: bool, out_dir: Path) -> None:
+    """Per row (done = {name: pruning_run(...)}): metrics; claims and figures for the vanilla row."""
     layers = 2 if quick else 4
-    for name, config in rows.items():
-        model = train_classifier(layers, get_variant(config), seed, steps=CLS_STEPS)
-        study = pruning_study(model, seed, num_random=3 if quick else 8, eval_size=500 if quick else 1000)
+    for name, study in done.items():
         result.metrics[f"{name}: pruning ({layers} layers)"] = row = _pruning_row(study)
         if name != "vanilla":
             continue
@@ -273,8 +281,10 @@ def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/heads", v
     out_dir.mkdir(parents=True, exist_ok=True)
     result = LessonResult()
     rows = {"vanilla": AttentionConfig(), **({f"variant {variant}": get_variant(variant)} if variant else {})}
-    induction_part(result, rows, quick, seed, out_dir)
-    pruning_part(result, rows, quick, seed, out_dir)
+    jobs = [(part, name, config) for part in (induction_run, pruning_run) for name, config in rows.items()]
+    done = parallel_map(lambda job: job[0](job[1], job[2], quick, seed), jobs)  # independent: one per core
+    induction_part(result, dict(zip(rows, done[:len(rows)])), out_dir)
+    pruning_part(result, dict(zip(rows, done[len(rows):])), quick, out_dir)
     return result
 
 

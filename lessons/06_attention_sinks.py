@@ -55,7 +55,7 @@ from tinytf.apps.claims import LessonResult
 from tinytf.apps.lessons import main_for
 from tinytf.models import CausalLM, LMConfig, prepend_registers
 from tinytf.capture import capture_attention
-from tinytf.train import accuracy, cross_entropy, fit
+from tinytf.train import accuracy, cross_entropy, fit, parallel_map
 from tinytf.variants import AttentionConfig, get_variant
 
 # %% [markdown]
@@ -175,18 +175,22 @@ def run_conditions(conditions: dict, seeds, steps: int, stream_len: int, streame
     runs = {f"{name} at init": [measure(make_model(conditions[name], s), conditions[name].get("registers", 0), held_out)
                                 for s in seeds] for name in (BASE, "sink logit", "4 registers") if name in conditions}
     runs = {("softmax at init" if name.startswith(BASE) else name): r for name, r in runs.items()}
-    for name, spec in conditions.items():
-        runs[name] = []
-        for seed in seeds:
-            model, history = train(spec, seed, steps, probe)
-            m = measure(model, spec.get("registers", 0), held_out)
-            s, by_position = {}, {}
-            if streamed is None or name in streamed:
-                r = spec.get("registers", 0)
-                s, by_position = eviction_report(model, with_registers(streams, r)["tokens"], window=WINDOW,
-                                                 score_from=SEQ_LEN, prefix=r, layer=m["AD layer"],
-                                                 query_mask=~streams["trigger"])
-            runs[name].append({**m, **s, "history": history, "nll_by_position": by_position, "model": model})
+
+    def one(job) -> dict:  # one condition, one seed: train, measure, stream
+        name, seed = job
+        spec, r = conditions[name], conditions[name].get("registers", 0)
+        model, history = train(spec, seed, steps, probe)
+        m = measure(model, r, held_out)
+        s, by_position = {}, {}
+        if streamed is None or name in streamed:
+            s, by_position = eviction_report(model, with_registers(streams, r)["tokens"], window=WINDOW,
+                                             score_from=SEQ_LEN, prefix=r, layer=m["AD layer"],
+                                             query_mask=~streams["trigger"])
+        return {**m, **s, "history": history, "nll_by_position": by_position, "model": model}
+
+    jobs = [(name, seed) for name in conditions for seed in seeds]
+    for (name, _), result in zip(jobs, parallel_map(one, jobs)):  # side by side, one per core; same numbers
+        runs.setdefault(name, []).append(result)
     return runs
 
 

@@ -53,7 +53,7 @@ from tinytf.apps.claims import LessonResult
 from tinytf.apps.lessons import main_for
 from tinytf.capture import capture_attention
 from tinytf.models import NeedleRetriever, needle_slot
-from tinytf.train import accuracy, cross_entropy, fit
+from tinytf.train import accuracy, cross_entropy, fit, parallel_map
 from tinytf.variants import AttentionConfig, get_variant
 
 COLOURS = matplotlib.colormaps["tab10"].colors
@@ -157,13 +157,16 @@ def evaluate(model: NeedleRetriever, lengths, seed: int) -> dict:
 
 def measure(seed: int, lengths, variant) -> dict:
     """Train softmax, SSMax and log-n scaling (and the user's variant); evaluate them and the test-time fixes."""
-    softmax = train(AttentionConfig(), seed)
-    models = {"softmax": softmax, "SSMax (trained)": train(get_variant("ssmax"), seed),
-              "log n / log 32 (trained)": train(LOG_N, seed)}
-    models.update({name: with_attention(softmax, config) for name, config in TEST_TIME.items()})
+    trained = {"softmax": AttentionConfig(), "SSMax (trained)": get_variant("ssmax"), "log n / log 32 (trained)": LOG_N}
     if variant is not None:
-        models[f"variant {variant} (trained)"] = train(get_variant(variant, base=AttentionConfig()), seed)
-    return {name: evaluate(model, lengths, seed) for name, model in models.items()}
+        trained[f"variant {variant} (trained)"] = get_variant(variant, base=AttentionConfig())
+    models = dict(zip(trained, parallel_map(lambda config: train(config, seed), trained.values())))  # one per core
+    softmax = models["softmax"]
+    models = {**{name: models[name] for name in list(trained)[:3]},  # the order of the tables and figures
+              **{name: with_attention(softmax, config) for name, config in TEST_TIME.items()},
+              **{name: models[name] for name in list(trained)[3:]}}
+    done = parallel_map(lambda model: evaluate(model, lengths, seed), models.values())
+    return dict(zip(models, done))
 
 
 # %% [markdown]

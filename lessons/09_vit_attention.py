@@ -49,7 +49,7 @@ from tinytf.diagnostics import (attention_flow, attention_rollout, attribution_r
 from tinytf.apps.claims import LessonResult
 from tinytf.apps.lessons import main_for
 from tinytf.models import LinearPatchEmbed, ViT, ViTConfig, patchify, unpatchify
-from tinytf.train import accuracy, cross_entropy, fit
+from tinytf.train import accuracy, cross_entropy, fit, parallel_map
 from tinytf.variants import get_variant
 
 # %% [markdown]
@@ -302,12 +302,11 @@ def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/vit-atten
     sample = functools.partial(shapes_classification, batch_size=256 if quick else 1000, **DATA)
     test = sample(jax.random.key(10_000 + seed))
     result, runs, extras = LessonResult(), {}, {}
+    jobs = [(cond, s) for cond in conditions for s in seeds]  # independent: side by side, one per core
+    for (cond, _), (m, extra) in zip(jobs, parallel_map(lambda j: measure(train(configs[j[0]], j[1]), test, j[1]), jobs)):
+        runs.setdefault(cond, []).append(m)
+        extras.setdefault(cond, []).append(extra)
     for cond in conditions:
-        runs[cond], extras[cond] = [], []
-        for s in seeds:
-            m, extra = measure(train(configs[cond], s), test, s)
-            runs[cond].append(m)
-            extras[cond].append(extra)
         result.metrics[cond] = {k: float(np.mean([r[k] for r in runs[cond]])) for k in runs[cond][0]}
     claims(result, runs)
     if variant is not None:

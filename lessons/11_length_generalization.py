@@ -54,7 +54,7 @@ from tinytf import plots
 from tinytf.apps.claims import LessonResult
 from tinytf.apps.lessons import main_for
 from tinytf.models import CausalLM, LMConfig
-from tinytf.train import cross_entropy, fit
+from tinytf.train import cross_entropy, fit, parallel_map
 from tinytf.variants import get_variant
 
 # %% [markdown]
@@ -165,18 +165,25 @@ def evaluate(model: Scaled, batch: dict) -> np.ndarray:
 def measure(seed: int, hp: dict, variant) -> dict:
     """Train the four schemes (+ variant), interpolate RoPE; accuracy at L..8L per condition."""
     batch = skip_gram_language(jax.random.key(70_000 + 97 * seed), batch_size=EVAL_BATCH, length=FACTORS[-1] * L)
-    res = {}
-    for name, position, scale in (("NoPE", "rope", 0.0), ("sinusoidal", "sinusoidal", 1.0), ("RoPE", "rope", 1.0),
-                                  ("ALiBi", "alibi", 1.0)):
-        model = train(position, scale, seed, hp)
-        res[name] = evaluate(model, batch)
+    pi = f"RoPE + PI, {hp['ft_steps']} steps at {PI_FACTOR}L"
+
+    def one(job) -> dict:  # one scheme: train, evaluate (RoPE: and interpolate)
+        name, position, scale, attention = job
+        model = train(position, scale, seed, hp, attention)
+        out = {name: evaluate(model, batch)}
         if name == "RoPE":
             as_is, tuned = interpolate(model, seed, hp, PI_FACTOR)
-            res["RoPE + PI, no fine-tune"] = evaluate(as_is, batch)
-            res[f"RoPE + PI, {hp['ft_steps']} steps at {PI_FACTOR}L"] = evaluate(tuned, batch)
+            out.update({"RoPE + PI, no fine-tune": evaluate(as_is, batch), pi: evaluate(tuned, batch)})
+        return out
+
+    # side by side, one per core; NoPE and RoPE share a compiled program, so they do not start together
+    jobs = [("NoPE", "rope", 0.0, None), ("sinusoidal", "sinusoidal", 1.0, None), ("ALiBi", "alibi", 1.0, None),
+            ("RoPE", "rope", 1.0, None)]
     if variant is not None:
-        res[f"variant {variant} (RoPE)"] = evaluate(train("rope", 1.0, seed, hp, get_variant(variant)), batch)
-    return res
+        jobs.append((f"variant {variant} (RoPE)", "rope", 1.0, get_variant(variant)))
+    done = {k: v for out in parallel_map(one, jobs) for k, v in out.items()}
+    order = ["NoPE", "sinusoidal", "RoPE", "RoPE + PI, no fine-tune", pi, "ALiBi"]  # the tables' and figures' order
+    return {name: done[name] for name in order + [n for n in done if n not in order]}
 
 
 def learned_table_limit() -> str:

@@ -13,6 +13,7 @@ fast-compile ones (see conftest.py).
 
 import base64
 import json
+import os
 import subprocess
 import sys
 
@@ -101,3 +102,20 @@ def test_lesson_claims_hold_at_other_seeds(lesson_id, seed, tmp_path, user_xla_f
     assert run_dir is not None and (run_dir / "metrics.json").exists(), done.stdout + done.stderr
     check_record(json.loads((run_dir / "metrics.json").read_text()), run_dir)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lesson_id", LESSON_IDS)
+def test_lesson_numbers_do_not_depend_on_how_many_runs_share_the_machine(lesson_id, tmp_path, user_xla_flags):
+    """Lessons train independent runs side by side (`tinytf.train.parallel_map`): one at a time
+    ($TINYTF_WORKERS=1) and two at a time give bit-identical metrics."""
+    records = []
+    for workers in ("1", "2"):
+        out = tmp_path / f"workers{workers}"
+        command = [sys.executable, "-m", "tinytf", "lesson", lesson_id, "--quick", "--seed", "0",
+                   "--out", str(out), "--quiet"]
+        done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TINYTF_WORKERS": workers})
+        assert done.returncode == 0, done.stdout + done.stderr
+        records.append(json.loads((latest_run(lesson_id, out) / "metrics.json").read_text()))
+    assert records[0]["metrics"] == records[1]["metrics"]
+    assert [c["value"] for c in records[0]["claims"]] == [c["value"] for c in records[1]["claims"]]

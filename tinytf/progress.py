@@ -11,10 +11,12 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 import warnings
 
 _quiet: bool | None = None  # None: follow $TINYTF_QUIET
-_label: list = []  # [label, bars drawn so far, last bar's desc] while inside `labelled(...)`
+_label: list = []  # [label, bars drawn so far, {thread: (its last bar's desc, number)}] inside `labelled(...)`
+_lock = threading.Lock()  # bars may start in several threads at once (`tinytf.train.parallel_map`)
 
 
 def set_quiet(quiet: bool = True) -> None:
@@ -39,14 +41,14 @@ def quiet(enabled: bool = True):
 @contextlib.contextmanager
 def labelled(label: str):
     """Inside the block, bars read "[label] desc N" (numbered) and status lines start with "[label]"
-    (a line "desc: ..." right after bar N reads "[label] desc N: ...").
+    (a line "desc: ..." right after bar N, from the thread that drew it, reads "[label] desc N: ...").
 
     The lesson runner wraps a lesson in it, so its many training runs read as one numbered list
     ("[attention-sinks] fit 3") instead of a column of identical "fit" bars.
     """
     global _label
     previous = _label
-    _label = [label, 0, None]
+    _label = [label, 0, {}]
     try:
         yield
     finally:
@@ -69,9 +71,10 @@ def progress_bar(total: int | None, *, desc: str, enabled: bool | None = None, u
                  initial: int = 0, leave: bool = False):
     """A tqdm bar on stderr (a widget in notebooks); a disabled bar when progress is off."""
     if _label:
-        _label[1] += 1
-        _label[2] = desc
-        desc = f"[{_label[0]}] {desc} {_label[1]}"
+        with _lock:
+            _label[1] += 1
+            _label[2][threading.get_ident()] = (desc, _label[1])
+            desc = f"[{_label[0]}] {desc} {_label[1]}"
     with warnings.catch_warnings():  # tqdm.auto warns when ipywidgets is missing; it then draws text
         warnings.simplefilter("ignore")
         from tqdm.auto import tqdm
@@ -83,8 +86,9 @@ def say(message: str, *, enabled: bool | None = None) -> None:
     """Print a status line on stderr unless progress is off."""
     if progress_enabled(enabled):
         if _label:
-            if _label[2] and message.startswith(_label[2] + ":"):
-                message = f"{_label[2]} {_label[1]}" + message[len(_label[2]):]
+            last, number = _label[2].get(threading.get_ident(), (None, 0))
+            if last and message.startswith(last + ":"):
+                message = f"{last} {number}" + message[len(last):]
             message = f"[{_label[0]}] {message}"
         sys.stderr.write(message + "\n")
         sys.stderr.flush()
