@@ -41,13 +41,20 @@ def test_readme_train_look_measure_snippet_runs(tmp_path, monkeypatch):
     """The README's Python example runs as written (with fewer steps)."""
     readme = (ROOT / "README.md").read_text()
     section = readme.split("### Train, look, measure", 1)[1]
-    code = section.split("```python", 1)[1].split("```", 1)[0]
-    assert "steps=300" in code
+    section = section.split("\n### ", 1)[0]
+    code, side_by_side = (block.split("```", 1)[0] for block in section.split("```python")[1:3])
+    assert "steps=300" in code and "steps=300" in side_by_side
     monkeypatch.chdir(tmp_path)
     namespace = {}
     exec(compile(code.replace("steps=300", "steps=20"), "README.md", "exec"), namespace)
     assert (tmp_path / "maps.png").is_file()
     assert namespace["history"].last("loss") < namespace["history"]["loss"][0]
+    # then: three seeds side by side, each as it trains alone
+    exec(compile(side_by_side.replace("steps=300", "steps=20"), "README.md", "exec"), namespace)
+    histories = namespace["histories"]
+    assert len(histories) == 3 and all(h.final_step == 20 for h in histories)
+    alone = namespace["train"](1)
+    assert list(alone["loss"]) == list(histories[1]["loss"])
 
 
 def test_bench_attention_measures_every_path_in_its_own_process(capsys):
