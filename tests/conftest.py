@@ -6,6 +6,13 @@ optimisation passes: on the 2-core box, tests/test_models.py + tests/test_detr.p
 cache took 154 s instead of 230 s. It changes how fast the code runs, not what it computes. Lessons
 train for thousands of steps, where optimised code pays (entropy-collapse quick: 43 s warm by
 default, 107 s at level 0), so lesson runs get the user's own flags back: `USER_XLA_FLAGS`.
+
+A lesson trains its independent runs side by side, one per core (`tinytf.train.parallel_map`).
+Under pytest-xdist the test processes already fill the cores, so each one (and the lesson kernels
+it starts) gets its share: `$TINYTF_WORKERS` = cores // test processes, at least 1, unless set. The
+numbers do not depend on it. With the cores already full, more threads cannot help: clean CI runs
+on the 2-core box took 24.4 min with 2 jobs per lesson and 23.0 min with 1, a difference inside the
+box's day-to-day noise.
 """
 
 import os
@@ -13,6 +20,9 @@ import os
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 USER_XLA_FLAGS = os.environ.get("XLA_FLAGS", "")
 os.environ["XLA_FLAGS"] = f"{USER_XLA_FLAGS} --xla_backend_optimization_level=0".strip()
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):  # one of several test processes
+    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    os.environ.setdefault("TINYTF_WORKERS", str(max(1, _cores // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
