@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import ast
 import builtins
+import functools
 import threading
 import time
+from types import MappingProxyType
 
 MIN_NODES = 60
 # CPython 3.11 keeps the AST constructor's recursion counter in one per-interpreter
@@ -95,9 +97,14 @@ def parse_python(source: str | bytes) -> ast.Module | None:
 
 def normalised_functions(source: str | bytes) -> dict[str, tuple[str, int]]:
     """Top-level function name -> (normalised dump, number of AST nodes); {} when it does not parse."""
+    return dict(_normalised(source))
+
+
+@functools.lru_cache(maxsize=256)  # a reference is compared with every submitted file; parse it once
+def _normalised(source: str | bytes) -> MappingProxyType:
     tree = parse_python(source)
     if tree is None:
-        return {}
+        return MappingProxyType({})
     aliases = _array_aliases(tree)
     out = {}
     for node in tree.body:
@@ -106,11 +113,11 @@ def normalised_functions(source: str | bytes) -> dict[str, tuple[str, int]]:
             clean = _Normaliser(aliases).visit(node)
             size = sum(1 for _ in ast.walk(clean))
             out[name] = (ast.dump(clean, annotate_fields=False, include_attributes=False), size)
-    return out
+    return MappingProxyType(out)
 
 
 def copied_functions(submission: str | bytes, reference: str) -> list[tuple[str, str]]:
     """(submitted function, reference function) pairs that are the same code after renaming."""
-    mine, ref = normalised_functions(submission), normalised_functions(reference)
+    mine, ref = _normalised(submission), _normalised(reference)
     ref_by_dump = {dump: name for name, (dump, size) in ref.items() if size >= MIN_NODES}
     return [(name, ref_by_dump[dump]) for name, (dump, _) in mine.items() if dump in ref_by_dump]
