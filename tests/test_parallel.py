@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 from tinytf.progress import labelled, progress_bar, say
-from tinytf.train import cross_entropy, fit, parallel_map
+from tinytf.train import cross_entropy, fit, parallel_grid, parallel_map
 from tinytf.train.parallel import default_workers
 
 
@@ -78,9 +78,28 @@ def test_the_first_failing_job_raises_and_the_rest_are_cancelled():
         time.sleep(0.2)
         return i
 
+    begin = time.perf_counter()
     with pytest.raises(ValueError, match="job 1 failed"):
         parallel_map(job, range(20), workers=3)
-    assert len(started) < 20  # the queued jobs were cancelled
+    # job 2's failure stops the queue at once: only the thread it freed may have taken one more
+    # job before the queue was cancelled (waiting for job 1 first would have started jobs 3-5)
+    assert sorted(started)[:3] == [0, 1, 2] and len(started) <= 4, started
+    assert time.perf_counter() - begin < 0.6  # the running jobs end (0.2 s); nothing else runs
+
+
+def test_a_grid_of_conditions_and_seeds_comes_back_per_condition():
+    calls = []
+
+    def job(condition, seed):
+        calls.append((condition, seed))
+        return f"{condition}/{seed}"
+
+    runs = parallel_grid(job, {"b": 1, "a": 2}, [0, 7], workers=2)
+    assert runs == {"b": ["b/0", "b/7"], "a": ["a/0", "a/7"]} and list(runs) == ["b", "a"]
+    assert sorted(calls) == [("a", 0), ("a", 7), ("b", 0), ("b", 7)]
+    assert parallel_grid(job, ["x"], [], workers=1) == {"x": []}
+    with pytest.raises(ValueError, match="conditions must be distinct"):
+        parallel_grid(job, ["x", "x"], [0])
 
 
 @pytest.mark.parametrize("workers", [0, -2, 1.5, "2", True])
@@ -94,7 +113,7 @@ def test_workers_default_from_the_environment(monkeypatch):
     assert default_workers() == 3
     monkeypatch.delenv("TINYTF_WORKERS")
     assert default_workers() >= 1
-    for text in ("0", "two", "-1"):
+    for text in ("0", "two", "-1", "\u00b2"):  # "²" is a digit to str.isdigit, not to int()
         monkeypatch.setenv("TINYTF_WORKERS", text)
         with pytest.raises(ValueError, match=rf"\$TINYTF_WORKERS must be a whole number >= 1 .*got '{text}'"):
             parallel_map(abs, [1, 2])

@@ -9,7 +9,8 @@ Reading order:
   distributed.py — many devices and machines: the global mesh, replicated or FSDP state;
   loop.py        — ``fit``: the host side, top to bottom;
   qk_clip.py     — QK-clip (Kimi K2's MuonClip): a ``fit(post_update=...)`` hook;
-  parallel.py    — ``parallel_map``: independent runs side by side, one per core, same numbers.
+  parallel.py    — ``parallel_map``, ``parallel_grid``: independent runs side by side, one per
+                   core, same numbers.
 """
 
 from tinytf.train.distributed import host_values, initialize_distributed
@@ -17,8 +18,9 @@ from tinytf.train.history import History
 from tinytf.train.loop import fit
 from tinytf.train.losses import accuracy, cross_entropy, z_loss
 from tinytf.train.optim import make_optimizer, make_schedule
-from tinytf.train.parallel import parallel_map
+from tinytf.train.parallel import parallel_grid, parallel_map
 from tinytf.train.qk_clip import qk_clip, with_head_max_logits
 
 __all__ = ["fit", "initialize_distributed", "host_values", "History", "make_optimizer", "make_schedule",
-           "cross_entropy", "accuracy", "z_loss", "qk_clip", "with_head_max_logits", "parallel_map"]
+           "cross_entropy", "accuracy", "z_loss", "qk_clip", "with_head_max_logits", "parallel_map",
+           "parallel_grid"]

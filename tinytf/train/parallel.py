@@ -11,6 +11,7 @@ XLA's CPU kernels split work the same way however busy the machine is, so every 
 bit-identical to running it alone (`tests/test_parallel.py` checks it on `fit`).
 
     histories = parallel_map(lambda seed: fit(make_model(seed), ...), [0, 1, 2])
+    runs = parallel_grid(lambda lr, seed: train(lr, seed), [1e-3, 1e-2], [0, 1, 2])  # {lr: [per seed]}
 
 How many at once: ``workers``, else ``$TINYTF_WORKERS``, else the number of CPU cores
 this process may use; ``workers=1`` runs the jobs one by one in the calling thread (use
@@ -29,13 +30,15 @@ from tinytf.progress import say
 
 T = TypeVar("T")
 R = TypeVar("R")
+C = TypeVar("C")
+S = TypeVar("S")
 
 
 def default_workers() -> int:
     """``$TINYTF_WORKERS`` if set, else the number of CPU cores this process may run on."""
     text = os.environ.get("TINYTF_WORKERS", "").strip()
     if text:
-        if not text.isdigit() or int(text) < 1:
+        if not text.isdecimal() or int(text) < 1:
             raise ValueError(f"$TINYTF_WORKERS must be a whole number >= 1 (jobs at a time), got {text!r}")
         return int(text)
     try:
@@ -58,8 +61,9 @@ def parallel_map(fn: Callable[[T], R], items: Iterable[T], *, workers: int | Non
       The results, in the order of ``items``.
 
     Raises:
-      The first job's exception, in the order of ``items``: the jobs not started yet are
-      cancelled and the running ones are waited for. Ctrl-C does the same.
+      As soon as one job fails, the jobs not started yet are cancelled and the running ones
+      are waited for; then the first failure in the order of ``items`` is raised. Ctrl-C
+      does the same.
     """
     items = list(items)
     if workers is None:
@@ -71,14 +75,51 @@ def parallel_map(fn: Callable[[T], R], items: Iterable[T], *, workers: int | Non
     pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="tinytf-job")
     futures = [pool.submit(fn, item) for item in items]
     try:
-        return [future.result() for future in futures]
-    except BaseException:
-        running = sum(f.running() for f in futures)
-        if running:
-            say(f"parallel_map: stopping; waiting for the {running} running job(s) to finish")
+        concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_EXCEPTION)
+        if any(f.done() and not f.cancelled() and f.exception() is not None for f in futures):
+            _stop(futures)  # a job failed: start no more, let the running ones end
+    except BaseException:  # Ctrl-C
+        _stop(futures)
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+    for future in futures:  # the first failure in the order of items
+        if not future.cancelled() and future.exception() is not None:
+            raise future.exception()
+    return [future.result() for future in futures]
 
 
-__all__ = ["parallel_map", "default_workers"]
+def _stop(futures) -> None:
+    """Cancel the jobs not started yet and wait for the running ones."""
+    for future in futures:
+        future.cancel()
+    running = [f for f in futures if not f.done()]
+    if running:
+        say(f"parallel_map: stopping; waiting for the {len(running)} running job(s) to finish")
+        concurrent.futures.wait(running)
+
+
+def parallel_grid(fn: Callable[[C, S], R], conditions: Iterable[C], seeds: Iterable[S], *,
+                  workers: int | None = None) -> dict[C, list[R]]:
+    """``{condition: [fn(condition, seed) for seed in seeds]}``, every call a `parallel_map` job.
+
+    The usual shape of an experiment: each condition (a model variant, a learning rate)
+    trained at each seed, then summarised per condition. Jobs start condition by condition,
+    so put conditions that share a compiled program apart if they should not compile it twice.
+
+        runs = parallel_grid(lambda name, seed: train(configs[name], seed), configs, [0, 1, 2])
+        accuracy = {name: np.mean([r["accuracy"] for r in runs[name]]) for name in runs}
+
+    Args:
+      fn: ``fn(condition, seed)``, one independent job.
+      conditions: hashable conditions (a dict gives its keys), the keys of the result in order.
+      seeds: the seeds every condition runs at.
+      workers: as in `parallel_map`.
+    """
+    conditions, seeds = list(conditions), list(seeds)
+    if len(set(conditions)) != len(conditions):
+        raise ValueError(f"conditions must be distinct, got {conditions}")
+    done = parallel_map(lambda job: fn(*job), [(c, s) for c in conditions for s in seeds], workers=workers)
+    return {c: done[i * len(seeds):(i + 1) * len(seeds)] for i, c in enumerate(conditions)}
+
+__all__ = ["parallel_map", "parallel_grid", "default_workers"]
