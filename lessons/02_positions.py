@@ -59,7 +59,7 @@ from tinytf.models import CausalLM, LMConfig
 from tinytf.capture import capture_attention
 from tinytf.diagnostics import position_shift_error
 from tinytf.positional import apply_rope, sinusoidal
-from tinytf.train import accuracy, cross_entropy, fit, parallel_map
+from tinytf.train import accuracy, cross_entropy, fit, parallel_grid
 
 # %% [markdown]
 # ## The smallest code
@@ -181,17 +181,14 @@ def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/positions
     result = LessonResult()
     seeds = [seed] if quick else [seed * 100 + i for i in range(3)]
     ceiling = bag_ceiling()
-    per_seed = {p: [] for p in POSITIONS}
-    models = {}
-    jobs = [(p, s) for p in POSITIONS for s in seeds]  # independent: side by side, one per core
 
-    def one(job):
-        model = train(job[0], job[1], steps=200)
-        return model, evaluate(model, job[1])
+    def one(p, s):
+        model = train(p, s, steps=200)
+        return model, evaluate(model, s)
 
-    for (p, _), (model, metrics) in zip(jobs, parallel_map(one, jobs)):
-        per_seed[p].append(metrics)
-        models.setdefault(p, model)
+    runs = parallel_grid(one, POSITIONS, seeds)  # independent: side by side, one per core
+    per_seed = {p: [metrics for _, metrics in runs[p]] for p in POSITIONS}
+    models = {p: runs[p][0][0] for p in POSITIONS}  # the first seed's model, for the figures
     for p in POSITIONS:
         result.metrics[f"position={p}"] = {k: float(np.mean([m[k] for m in per_seed[p]])) for k in per_seed[p][0]}
     result.metrics["reference"] = {"bag-of-tokens ceiling": ceiling, "random guess": 1 / VOCAB}

@@ -47,7 +47,7 @@ from tinytf.apps.claims import LessonResult
 from tinytf.apps.lessons import main_for
 from tinytf.models import CausalLM, LMConfig
 from tinytf.capture import capture_attention
-from tinytf.train import cross_entropy, fit, make_schedule, parallel_map, qk_clip, with_head_max_logits, z_loss
+from tinytf.train import cross_entropy, fit, make_schedule, parallel_grid, qk_clip, with_head_max_logits, z_loss
 from tinytf.variants import AttentionConfig, get_variant
 
 # %% [markdown]
@@ -120,13 +120,12 @@ def train(config: AttentionConfig, lr: float, seed: int, objective=loss_fn, post
 
 def train_all(conditions: dict, grid, seeds) -> dict:
     """{(name, lr): [run per seed]} for every (name, lr) in grid. The runs are independent, so
-    `parallel_map` trains them side by side, one per CPU core (same numbers as one by one)."""
+    `parallel_grid` trains them side by side, one per CPU core (same numbers as one by one)."""
     # learning rate outermost: runs that start together compile different programs, and the runs
     # after them find theirs compiled (the peak LR is optimizer state, not part of the program)
-    jobs = sorted(((name, lr, s) for name, lr in grid for s in seeds), key=lambda job: job[1])
-    done = dict(zip(jobs, parallel_map(lambda job: train(conditions[job[0]], job[1], job[2],
-                                                         OBJECTIVES.get(job[0], loss_fn), HOOKS.get(job[0])), jobs)))
-    return {(name, lr): [done[(name, lr, s)] for s in seeds] for name, lr in grid}
+    runs = parallel_grid(lambda cond, s: train(conditions[cond[0]], cond[1], s, OBJECTIVES.get(cond[0], loss_fn),
+                                               HOOKS.get(cond[0])), sorted(grid, key=lambda cond: cond[1]), seeds)
+    return {cond: runs[cond] for cond in grid}
 
 
 def median(runs, key):

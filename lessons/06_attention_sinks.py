@@ -55,7 +55,7 @@ from tinytf.apps.claims import LessonResult
 from tinytf.apps.lessons import main_for
 from tinytf.models import CausalLM, LMConfig, prepend_registers
 from tinytf.capture import capture_attention
-from tinytf.train import accuracy, cross_entropy, fit, parallel_map
+from tinytf.train import accuracy, cross_entropy, fit, parallel_grid
 from tinytf.variants import AttentionConfig, get_variant
 
 # %% [markdown]
@@ -176,8 +176,7 @@ def run_conditions(conditions: dict, seeds, steps: int, stream_len: int, streame
                                 for s in seeds] for name in (BASE, "sink logit", "4 registers") if name in conditions}
     runs = {("softmax at init" if name.startswith(BASE) else name): r for name, r in runs.items()}
 
-    def one(job) -> dict:  # one condition, one seed: train, measure, stream
-        name, seed = job
+    def one(name, seed) -> dict:  # one condition, one seed: train, measure, stream
         spec, r = conditions[name], conditions[name].get("registers", 0)
         model, history = train(spec, seed, steps, probe)
         m = measure(model, r, held_out)
@@ -188,10 +187,7 @@ def run_conditions(conditions: dict, seeds, steps: int, stream_len: int, streame
                                              query_mask=~streams["trigger"])
         return {**m, **s, "history": history, "nll_by_position": by_position, "model": model}
 
-    jobs = [(name, seed) for name in conditions for seed in seeds]
-    for (name, _), result in zip(jobs, parallel_map(one, jobs)):  # side by side, one per core; same numbers
-        runs.setdefault(name, []).append(result)
-    return runs
+    return {**runs, **parallel_grid(one, conditions, seeds)}  # side by side, one per core; same numbers
 
 
 def per_seed(runs, name, key) -> np.ndarray:

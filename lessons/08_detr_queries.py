@@ -51,7 +51,7 @@ from tinytf.apps.claims import LessonResult
 from tinytf.apps.lessons import main_for
 from tinytf.models import DETR, DETRConfig
 from tinytf.positional import sine_2d
-from tinytf.train import fit, parallel_map
+from tinytf.train import fit, parallel_grid
 from tinytf.variants import get_variant
 
 # %% [markdown]
@@ -257,11 +257,10 @@ def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/detr-quer
     if variant is not None:  # a researcher's attention, in DETR with the grid-resolving code
         conditions[f"DETR + {variant}"] = dict(pe_temperature=20.0, attention=get_variant(variant))
     test = data(jax.random.key(1_000_000 + seed), batch_size=256)  # one compiled program, like every generator
-    result, runs, models = LessonResult(), {}, {}
-    jobs = [(name, s) for name in conditions for s in seeds]  # independent: side by side, one per core
-    for (name, _), (model, curve) in zip(jobs, parallel_map(lambda j: train(conditions[j[0]], j[1], steps, test), jobs)):
-        runs.setdefault(name, []).append(curve)
-        models.setdefault(name, model)
+    result = LessonResult()
+    done = parallel_grid(lambda name, s: train(conditions[name], s, steps, test), conditions, seeds)  # one per core
+    runs = {name: [curve for _, curve in done[name]] for name in conditions}
+    models = {name: done[name][0][0] for name in conditions}  # the first seed's model, for the figures
     for name in conditions:
         mean = lambda at, k: float(np.mean([r[at][k] for r in runs[name]]))  # noqa: E731 — over seeds
         for at in sorted({100, quick_steps, steps}):  # every metric at the last step

@@ -49,7 +49,7 @@ from tinytf.diagnostics import (attention_flow, attention_rollout, attribution_r
 from tinytf.apps.claims import LessonResult
 from tinytf.apps.lessons import main_for
 from tinytf.models import LinearPatchEmbed, ViT, ViTConfig, patchify, unpatchify
-from tinytf.train import accuracy, cross_entropy, fit, parallel_map
+from tinytf.train import accuracy, cross_entropy, fit, parallel_grid
 from tinytf.variants import get_variant
 
 # %% [markdown]
@@ -301,11 +301,10 @@ def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/vit-atten
         conditions.append(f"4 layers + {variant}")
     sample = functools.partial(shapes_classification, batch_size=256 if quick else 1000, **DATA)
     test = sample(jax.random.key(10_000 + seed))
-    result, runs, extras = LessonResult(), {}, {}
-    jobs = [(cond, s) for cond in conditions for s in seeds]  # independent: side by side, one per core
-    for (cond, _), (m, extra) in zip(jobs, parallel_map(lambda j: measure(train(configs[j[0]], j[1]), test, j[1]), jobs)):
-        runs.setdefault(cond, []).append(m)
-        extras.setdefault(cond, []).append(extra)
+    result = LessonResult()
+    done = parallel_grid(lambda cond, s: measure(train(configs[cond], s), test, s), conditions, seeds)  # one per core
+    runs = {cond: [m for m, _ in done[cond]] for cond in conditions}
+    extras = {cond: [extra for _, extra in done[cond]] for cond in conditions}
     for cond in conditions:
         result.metrics[cond] = {k: float(np.mean([r[k] for r in runs[cond]])) for k in runs[cond][0]}
     claims(result, runs)

@@ -51,7 +51,7 @@ from tinytf.diagnostics import attention_rollout
 from tinytf.apps.claims import LessonResult
 from tinytf.apps.lessons import main_for
 from tinytf.models import ViT, ViTConfig
-from tinytf.train import accuracy, cross_entropy, fit, parallel_map
+from tinytf.train import accuracy, cross_entropy, fit, parallel_grid
 from tinytf.variants import get_variant
 
 # %% [markdown]
@@ -236,16 +236,15 @@ def run(quick: bool = True, seed: int = 0, out_dir: str | Path = "runs/spurious-
             for name, mode in EVAL_SETS.items()}
     result = LessonResult()
     per_seed, models = {}, {}
-    jobs = [(cond, s) for cond in TRAIN_MODES for s in seeds]  # independent: side by side, one per core
 
-    def one(job):
-        model = train(TRAIN_MODES[job[0]], job[1])
+    def one(cond, s):
+        model = train(TRAIN_MODES[cond], s)
         return model, evaluate(model, sets)
 
-    done = dict(zip(jobs, parallel_map(one, jobs)))
+    done = parallel_grid(one, TRAIN_MODES, seeds)  # independent: side by side, one per core
     for cond in TRAIN_MODES:
-        models[cond] = done[(cond, seeds[-1])][0]  # the last seed's model, for the figures
-        runs = [done[(cond, s)][1] for s in seeds]
+        models[cond] = done[cond][-1][0]  # the last seed's model, for the figures
+        runs = [metrics for _, metrics in done[cond]]
         per_seed[cond] = {k: [r[k] for r in runs] for k in runs[0]}
         result.metrics[cond] = {k: float(np.mean(v)) for k, v in per_seed[cond].items()}
     claim_shortcut(result, per_seed["baseline (98% correlated)"])
