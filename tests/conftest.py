@@ -3,11 +3,9 @@
 Unit tests compile hundreds of small programs and run each for milliseconds, so on a clean
 machine most of their time is XLA compiling. `--xla_backend_optimization_level=0` skips LLVM's
 optimisation passes: on the 2-core box, tests/test_models.py + tests/test_detr.py from an empty
-cache took 154 s instead of 230 s. It changes how fast the code runs, and the last bits of what it
-computes (unit tests compare with tolerances). Naming a level also keeps `fit` from choosing its
-own (`tinytf.config.compiler_options`). Lessons train for thousands of steps, where optimised code
-pays (entropy-collapse quick: 43 s warm by default, 107 s at level 0), so lesson runs get the
-user's own flags back: `USER_XLA_FLAGS`, under which `fit` compiles at level 1 as it does for users.
+cache took 154 s instead of 230 s. It changes how fast the code runs, not what it computes. Lessons
+train for thousands of steps, where optimised code pays (entropy-collapse quick: 43 s warm by
+default, 107 s at level 0), so lesson runs get the user's own flags back: `USER_XLA_FLAGS`.
 
 A lesson trains its independent runs side by side, one per core (`tinytf.train.parallel_map`).
 Under pytest-xdist the test processes already fill the cores, so each one (and the lesson kernels

@@ -84,19 +84,6 @@ def test_window_variant_limits_the_receptive_field():
     np.testing.assert_array_equal(w[0] > 0, np.broadcast_to(A.sliding_window_mask(9, 3)[0, 0], (N, 9, 9)))
 
 
-def test_capture_with_tinytfs_compiler_options_at_top_level_and_inside_jit(monkeypatch):
-    """With no level in $XLA_FLAGS, capture compiles at tinytf's own level (conftest names 0, so
-    this test clears it); inside another jit it must not pass compiler options (jax refuses them)."""
-    monkeypatch.setenv("XLA_FLAGS", "")
-    x = jax.random.normal(jax.random.key(6), (2, 5, D))
-    mha = MultiHeadAttention(D, N, rngs=nnx.Rngs(0))
-    top = capture_attention(mha, x, is_causal=True)["attn"]
-    inside = jax.jit(lambda x: capture_attention(mha, x, is_causal=True)["attn"])(x)
-    np.testing.assert_allclose(top, inside, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(top).sum(-1), 1.0, atol=1e-5)
-    assert np.all(np.triu(np.asarray(top)[0, 0], 1) == 0)  # causal
-
-
 CALLS = []
 
 

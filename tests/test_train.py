@@ -485,21 +485,3 @@ def test_data_parallel_over_two_host_devices():
     assert "devices 2" in out.stdout and "host batches 4" in out.stdout
     assert "error batch dimension 5" in out.stdout
     assert "not divisible by the 2 devices" in out.stdout
-
-
-def test_tinytf_programs_compile_at_llvm_level_one_on_cpu_unless_the_user_names_a_level(monkeypatch):
-    from tinytf.config import compiler_options
-
-    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
-    assert compiler_options() == {"xla_backend_optimization_level": 1}
-    monkeypatch.delenv("XLA_FLAGS")
-    assert compiler_options() == {"xla_backend_optimization_level": 1}
-    monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=3")
-    assert compiler_options() is None  # the user's level wins (conftest names 0 for the unit tests)
-    curves = {}
-    for flags in ("", "--xla_backend_optimization_level=0"):  # fit at tinytf's level, and at a named one
-        monkeypatch.setenv("XLA_FLAGS", flags)
-        model = make_model()
-        curves[flags] = np.asarray(fit(model, data, steps=40, loss_fn=loss_fn, progress=False)["loss"])
-    assert curves[""][-1] < 0.9 * curves[""][0]  # it trains (1.03 -> 0.84)
-    np.testing.assert_allclose(curves[""], curves["--xla_backend_optimization_level=0"], rtol=1e-4)

@@ -25,8 +25,6 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from tinytf.config import compiler_options
-
 Array = jax.Array
 
 
@@ -134,10 +132,8 @@ def capture_attention(model: nnx.Module, *inputs, with_logits: bool = False, **k
     graphdef, state = nnx.split(model)
     array_kw = {k: v for k, v in kwargs.items() if isinstance(v, (jax.Array, jnp.ndarray)) or hasattr(v, "shape")}
     static_kw = tuple(sorted((k, v) for k, v in kwargs.items() if k not in array_kw))
-    # called inside another jit (a traced model or input): a nested jit takes no compiler options
-    nested = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((state, inputs, array_kw)))
     try:
-        cache_key = (graphdef, static_kw, with_logits, len(inputs), tuple(sorted(array_kw)), nested)
+        cache_key = (graphdef, static_kw, with_logits, len(inputs), tuple(sorted(array_kw)))
         hash(cache_key)
     except TypeError:
         cache_key = None
@@ -152,7 +148,7 @@ def capture_attention(model: nnx.Module, *inputs, with_logits: bool = False, **k
             names[:] = list(maps[0])
             return [[m[n] for n in names] for m in maps]
 
-        cached = (jax.jit(forward, compiler_options=None if nested else compiler_options()), names)
+        cached = (jax.jit(forward), names)
         if cache_key is not None:
             if len(_CAPTURE_CACHE) > 32:
                 _CAPTURE_CACHE.clear()

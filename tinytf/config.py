@@ -1,4 +1,4 @@
-"""Process-wide settings: JAX's persistent compilation cache, and how tinytf's programs compile.
+"""Process-wide settings: JAX's persistent compilation cache.
 
 XLA takes 4-6 s to compile each new model configuration on a 2-core CPU. The
 persistent cache stores compiled executables on disk, so a second process that
@@ -6,14 +6,6 @@ builds the same model starts in a fraction of that (measured 16.5 s -> 6 s for a
 first training step). The CLI, the lessons and the tests turn it on; set
 ``TINYTF_NO_COMPILATION_CACHE=1`` (or call ``enable_compilation_cache(False)``)
 to turn it off, and ``TINYTF_CACHE_DIR`` to move it.
-
-On a CPU most of a short run is XLA compiling, and most of that is LLVM optimising
-kernels. `compiler_options` asks for LLVM's level 1 instead of the default for the
-programs tinytf builds itself (`fit`'s training loop, `capture_attention`): the tiny LM's
-training program compiles in 3.0-3.7 s instead of 7.4-7.9 s and a step takes the same
-17-19 ms (2-core box); a cold entropy-collapse quick run took 75 s instead of 117-122 s.
-The kernels differ, so trained numbers differ from the default level's in the last bits,
-and those differences grow over training like any change of summation order.
 """
 
 from __future__ import annotations
@@ -55,18 +47,3 @@ def enable_compilation_cache(enable: bool = True, path: str | os.PathLike | None
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return directory
-
-
-def compiler_options() -> dict | None:
-    """XLA options for the programs tinytf compiles itself (``jax.jit(..., compiler_options=)``).
-
-    On a CPU: LLVM optimisation level 1 (see the module docstring). None (XLA's defaults)
-    on other backends, and when ``$XLA_FLAGS`` names ``--xla_backend_optimization_level``:
-    the user's choice wins (the unit tests name level 0). Call it when the program is built,
-    not at import: it asks JAX for its backend.
-    """
-    if "xla_backend_optimization_level" in os.environ.get("XLA_FLAGS", ""):
-        return None
-    if jax.default_backend() != "cpu":
-        return None
-    return {"xla_backend_optimization_level": 1}
