@@ -3,7 +3,8 @@
 Unit tests compile hundreds of small programs and run each for milliseconds, so on a clean
 machine most of their time is XLA compiling. `--xla_backend_optimization_level=0` skips LLVM's
 optimisation passes: on the 2-core box, tests/test_models.py + tests/test_detr.py from an empty
-cache took 154 s instead of 230 s. It changes how fast the code runs, not what it computes. Lessons
+cache took 154 s instead of 230 s. It changes how fast the code runs, and the last bits of what it
+computes (unit tests compare with tolerances; a model trained at another level drifts further). Lessons
 train for thousands of steps, where optimised code pays (entropy-collapse quick: 43 s warm by
 default, 107 s at level 0), so lesson runs get the user's own flags back: `USER_XLA_FLAGS`.
 

@@ -285,8 +285,9 @@ def test_language_model_with_grouped_query_heads_generates_as_it_recomputes():
     prompt = jax.random.randint(jax.random.key(19), (2, 4), 0, 13)
     out = np.asarray(model.generate(prompt, 6))
     seq = np.asarray(prompt)
+    forward = nnx.jit(lambda m, tokens: m(tokens))  # one program per length, not hundreds of eager ops
     for _ in range(6):  # greedy by recomputing the whole sequence each time
-        seq = np.concatenate([seq, np.asarray(model(jnp.asarray(seq))[:, -1].argmax(-1))[:, None]], axis=1)
+        seq = np.concatenate([seq, np.asarray(forward(model, jnp.asarray(seq))[:, -1].argmax(-1))[:, None]], axis=1)
     np.testing.assert_array_equal(out, seq)
 
 
