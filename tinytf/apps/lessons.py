@@ -350,30 +350,30 @@ def summary_markdown(record: dict) -> str:
 # ------------------------------------------------------------------------ registry
 for _info in [
     LessonInfo("attention-basics", "01_attention_basics.py", "Attention from scratch",
-               "maps on associative recall; why 1/sqrt(d); permutation equivariance", 28, warm_seconds=17),
+               "maps on associative recall; why 1/sqrt(d); permutation equivariance", 14, warm_seconds=10),
     LessonInfo("positions", "02_positions.py", "Where am I? Positional information",
-               "no positions -> order-blind; sinusoidal/learned/RoPE/ALiBi fix it; RoPE is relative", 53, warm_seconds=23),
+               "no positions -> order-blind; sinusoidal/learned/RoPE/ALiBi fix it; RoPE is relative", 28, warm_seconds=13),
     LessonInfo("heads", "03_heads.py", "Heads specialise, and many can go",
-               "previous-token and induction heads; head importance and pruning curves", 66, variant=True, warm_seconds=39),
+               "previous-token and induction heads; head importance and pruning curves", 40, variant=True, warm_seconds=24),
     LessonInfo("rank-collapse", "04_rank_collapse.py", "Rank collapse in pure attention",
-               "attention-only stacks lose rank doubly exponentially; skips fix it", 20, warm_seconds=11),
+               "attention-only stacks lose rank doubly exponentially; skips fix it", 12, warm_seconds=7),
     LessonInfo("entropy-collapse", "05_entropy_collapse.py", "Entropy collapse at high learning rate",
                "logits explode, entropy -> 0, training fails; QK-LayerNorm, sigma-Reparam, soft-capping, QK-clip fix it "
-               "(z-loss does not)", 113, variant=True, warm_seconds=54),
+               "(z-loss does not)", 56, variant=True, warm_seconds=28),
     LessonInfo("attention-sinks", "06_attention_sinks.py", "Attention sinks",
-               "the first token soaks up attention; softmax1, sink logits, gates, sigmoid; StreamingLLM", 91,
-               variant=True, warm_seconds=50),
+               "the first token soaks up attention; softmax1, sink logits, gates, sigmoid; StreamingLLM", 49,
+               variant=True, warm_seconds=22),
     LessonInfo("dilution", "07_dilution.py", "Attention dilution in long contexts",
-               "needle mass falls with length; SSMax, log-n scaling and top-k keep it; a window loses far needles", 72, variant=True, warm_seconds=31),
+               "needle mass falls with length; SSMax, log-n scaling and top-k keep it; a window loses far needles", 32, variant=True, warm_seconds=15),
     LessonInfo("detr-queries", "08_detr_queries.py", "Why do all my DETR queries look alike?",
-               "undifferentiated query maps: no positions, symmetry, short training; the fixes", 118, variant=True, warm_seconds=61),
+               "undifferentiated query maps: no positions, symmetry, short training; the fixes", 53, variant=True, warm_seconds=29),
     LessonInfo("vit-attention", "09_vit_attention.py", "What ViT attention maps can explain",
-               "raw attention vs rollout vs gradients, by deletion curves", 85, variant=True, warm_seconds=44),
+               "raw attention vs rollout vs gradients, by deletion curves", 43, variant=True, warm_seconds=27),
     LessonInfo("spurious-attention", "10_spurious_attention.py", "Attending to a watermark",
-               "a spurious watermark gets the attention; decorrelation fixes it", 55, variant=True, warm_seconds=27),
+               "a spurious watermark gets the attention; decorrelation fixes it", 25, variant=True, warm_seconds=13),
     LessonInfo("length-generalization", "11_length_generalization.py", "Train short, test long",
                "NoPE/sinusoidal/RoPE degrade beyond the training length, ALiBi does not; position interpolation "
-               "(fine-tuned) extends RoPE to 2L", 70, variant=True, warm_seconds=27),
+               "(fine-tuned) extends RoPE to 2L", 30, variant=True, warm_seconds=14),
 ]:
     register(_info)
 
@@ -415,7 +415,7 @@ def _cmd_lessons(args) -> int:
               f"{info.title}: {info.shows}")
     print("\ncold / warm = wall seconds of `tinytf lesson ID --quick` on a shared 2-core CPU, with an empty JAX\n"
           "compilation cache (a first run) and with the cache a first run filled (every later run);\n"
-          "measured by `tinytf bench lessons` (2026-12-04; your machine: run it). A lesson's independent\n"
+          "measured by `tinytf bench lessons` (2026-12-04, evening; your machine: run it). A lesson's independent\n"
           "runs go side by side, one per core, so more cores finish sooner ($TINYTF_WORKERS sets how many).")
     print("run one: tinytf lesson ID [--quick] [--seed N] [--out DIR] [--variant V] [--notebook]\n"
           "each run writes a new folder runs/ID/<date>-<time>_seed<N>_<mode>/; runs/ID/latest points to the newest")
