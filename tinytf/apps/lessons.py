@@ -350,30 +350,30 @@ def summary_markdown(record: dict) -> str:
 # ------------------------------------------------------------------------ registry
 for _info in [
     LessonInfo("attention-basics", "01_attention_basics.py", "Attention from scratch",
-               "maps on associative recall; why 1/sqrt(d); permutation equivariance", 14, warm_seconds=10),
+               "maps on associative recall; why 1/sqrt(d); permutation equivariance", 12, warm_seconds=8),
     LessonInfo("positions", "02_positions.py", "Where am I? Positional information",
-               "no positions -> order-blind; sinusoidal/learned/RoPE/ALiBi fix it; RoPE is relative", 28, warm_seconds=13),
+               "no positions -> order-blind; sinusoidal/learned/RoPE/ALiBi fix it; RoPE is relative", 22, warm_seconds=10),
     LessonInfo("heads", "03_heads.py", "Heads specialise, and many can go",
-               "previous-token and induction heads; head importance and pruning curves", 40, variant=True, warm_seconds=24),
+               "previous-token and induction heads; head importance and pruning curves", 29, variant=True, warm_seconds=19),
     LessonInfo("rank-collapse", "04_rank_collapse.py", "Rank collapse in pure attention",
-               "attention-only stacks lose rank doubly exponentially; skips fix it", 12, warm_seconds=7),
+               "attention-only stacks lose rank doubly exponentially; skips fix it", 9, warm_seconds=5),
     LessonInfo("entropy-collapse", "05_entropy_collapse.py", "Entropy collapse at high learning rate",
                "logits explode, entropy -> 0, training fails; QK-LayerNorm, sigma-Reparam, soft-capping, QK-clip fix it "
-               "(z-loss does not)", 56, variant=True, warm_seconds=28),
+               "(z-loss does not)", 37, variant=True, warm_seconds=21),
     LessonInfo("attention-sinks", "06_attention_sinks.py", "Attention sinks",
-               "the first token soaks up attention; softmax1, sink logits, gates, sigmoid; StreamingLLM", 49,
-               variant=True, warm_seconds=22),
+               "the first token soaks up attention; softmax1, sink logits, gates, sigmoid; StreamingLLM", 34,
+               variant=True, warm_seconds=18),
     LessonInfo("dilution", "07_dilution.py", "Attention dilution in long contexts",
-               "needle mass falls with length; SSMax, log-n scaling and top-k keep it; a window loses far needles", 32, variant=True, warm_seconds=15),
+               "needle mass falls with length; SSMax, log-n scaling and top-k keep it; a window loses far needles", 28, variant=True, warm_seconds=12),
     LessonInfo("detr-queries", "08_detr_queries.py", "Why do all my DETR queries look alike?",
-               "undifferentiated query maps: no positions, symmetry, short training; the fixes", 53, variant=True, warm_seconds=29),
+               "undifferentiated query maps: no positions, symmetry, short training; the fixes", 42, variant=True, warm_seconds=23),
     LessonInfo("vit-attention", "09_vit_attention.py", "What ViT attention maps can explain",
-               "raw attention vs rollout vs gradients, by deletion curves", 43, variant=True, warm_seconds=27),
+               "raw attention vs rollout vs gradients, by deletion curves", 35, variant=True, warm_seconds=22),
     LessonInfo("spurious-attention", "10_spurious_attention.py", "Attending to a watermark",
-               "a spurious watermark gets the attention; decorrelation fixes it", 25, variant=True, warm_seconds=13),
+               "a spurious watermark gets the attention; decorrelation fixes it", 20, variant=True, warm_seconds=11),
     LessonInfo("length-generalization", "11_length_generalization.py", "Train short, test long",
                "NoPE/sinusoidal/RoPE degrade beyond the training length, ALiBi does not; position interpolation "
-               "(fine-tuned) extends RoPE to 2L", 30, variant=True, warm_seconds=14),
+               "(fine-tuned) extends RoPE to 2L", 23, variant=True, warm_seconds=12),
 ]:
     register(_info)
 
@@ -415,7 +415,7 @@ def _cmd_lessons(args) -> int:
               f"{info.title}: {info.shows}")
     print("\ncold / warm = wall seconds of `tinytf lesson ID --quick` on a shared 2-core CPU, with an empty JAX\n"
           "compilation cache (a first run) and with the cache a first run filled (every later run);\n"
-          "measured by `tinytf bench lessons` (2026-12-04, evening; your machine: run it). A lesson's independent\n"
+          "measured by `tinytf bench lessons` (2026-12-04, idle box; your machine: run it). A lesson's independent\n"
           "runs go side by side, one per core, so more cores finish sooner ($TINYTF_WORKERS sets how many).")
     print("run one: tinytf lesson ID [--quick] [--seed N] [--out DIR] [--variant V] [--notebook]\n"
           "each run writes a new folder runs/ID/<date>-<time>_seed<N>_<mode>/; runs/ID/latest points to the newest")
