@@ -76,17 +76,22 @@ def parallel_map(fn: Callable[[T], R], items: Iterable[T], *, workers: int | Non
     futures = [pool.submit(fn, item) for item in items]
     try:
         concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_EXCEPTION)
-        if any(f.done() and not f.cancelled() and f.exception() is not None for f in futures):
+        if _failures(futures):
             _stop(futures)  # a job failed: start no more, let the running ones end
     except BaseException:  # Ctrl-C
         _stop(futures)
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-    for future in futures:  # the first failure in the order of items
-        if not future.cancelled() and future.exception() is not None:
-            raise future.exception()
+    failures = _failures(futures)
+    if failures:
+        raise failures[0]  # the first failure in the order of items
     return [future.result() for future in futures]
+
+
+def _failures(futures) -> list[BaseException]:
+    """The exceptions of the finished jobs that failed, in the order of the futures."""
+    return [f.exception() for f in futures if f.done() and not f.cancelled() and f.exception() is not None]
 
 
 def _stop(futures) -> None:
@@ -121,5 +126,6 @@ def parallel_grid(fn: Callable[[C, S], R], conditions: Iterable[C], seeds: Itera
         raise ValueError(f"conditions must be distinct, got {conditions}")
     done = parallel_map(lambda job: fn(*job), [(c, s) for c in conditions for s in seeds], workers=workers)
     return {c: done[i * len(seeds):(i + 1) * len(seeds)] for i, c in enumerate(conditions)}
+
 
 __all__ = ["parallel_map", "parallel_grid", "default_workers"]
