@@ -84,7 +84,9 @@ def test_the_first_failing_job_raises_and_the_rest_are_cancelled():
     # job 2's failure stops the queue at once: only the thread it freed may have taken one more
     # job before the queue was cancelled (waiting for job 1 first would have started jobs 3-5)
     assert sorted(started)[:3] == [0, 1, 2] and len(started) <= 4, started
-    assert time.perf_counter() - begin < 0.6  # the running jobs end (0.2 s); nothing else runs
+    # the running jobs end (0.2 s) and the queue does not: running all 20 would take >= 1.2 s. The
+    # bound leaves slack for a loaded CI machine (the job count above is the exact check)
+    assert time.perf_counter() - begin < 1.0
 
 
 def test_a_grid_of_conditions_and_seeds_comes_back_per_condition():
