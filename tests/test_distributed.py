@@ -21,14 +21,7 @@ from flax import nnx
 from jax.sharding import PartitionSpec
 
 from tinytf.train import fit
-from tinytf.train.distributed import (
-    CPU_COLLECTIVE_TIMEOUT_FLAG,
-    fsdp_spec,
-    initialize_distributed,
-    patient_cpu_collectives,
-    state_shardings,
-    training_mesh,
-)
+from tinytf.train.distributed import fsdp_spec, initialize_distributed, state_shardings, training_mesh
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
@@ -66,16 +59,6 @@ def test_initialize_distributed_checks_its_arguments(monkeypatch):
     with pytest.raises(ValueError, match=r"num_processes \(\$TINYTF_NUM_PROCESSES\) must be a non-negative int, "
                                          r"got 'two'"):
         initialize_distributed("localhost:1")
-
-
-def test_cpu_collectives_wait_ten_minutes_unless_the_user_said_otherwise():
-    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
-    assert patient_cpu_collectives(env) == (f"--xla_force_host_platform_device_count=8 "
-                                            f"{CPU_COLLECTIVE_TIMEOUT_FLAG}=600")
-    assert patient_cpu_collectives(env) == env["XLA_FLAGS"]  # added once
-    mine = {"XLA_FLAGS": f"{CPU_COLLECTIVE_TIMEOUT_FLAG}=5"}
-    assert patient_cpu_collectives(mine) == f"{CPU_COLLECTIVE_TIMEOUT_FLAG}=5"  # the user's own is kept
-    assert patient_cpu_collectives({}) == f"{CPU_COLLECTIVE_TIMEOUT_FLAG}=600"
 
 
 def test_fit_rejects_an_unknown_sharding():
@@ -140,10 +123,7 @@ EIGHT_DEVICES = textwrap.dedent("""
 
 
 def _run(code_or_args, env_extra, timeout=600):
-    # eight device threads on two busy cores can reach an all-reduce > 40 s apart: XLA's
-    # default timeout would abort the process (it did once in CI)
     env = dict(os.environ, JAX_PLATFORMS="cpu", TINYTF_QUIET="1", **env_extra)
-    patient_cpu_collectives(env)
     args = [sys.executable, "-c", code_or_args] if isinstance(code_or_args, str) else code_or_args
     return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

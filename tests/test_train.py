@@ -20,7 +20,6 @@ from flax import nnx
 from tinytf.apps.bench_train import _dots_gflops, _step_dots, benchmark_fit_vs_nnx_jit
 from tinytf.train import (History, accuracy, cross_entropy, fit,
                           make_optimizer, make_schedule)
-from tinytf.train.distributed import patient_cpu_collectives
 
 # ------------------------------------------------------------------- a tiny task
 
@@ -479,7 +478,6 @@ DATA_PARALLEL_SCRIPT = textwrap.dedent("""
 def test_data_parallel_over_two_host_devices():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
                JAX_PLATFORMS="cpu")
-    patient_cpu_collectives(env)  # two device threads on busy cores may meet > 40 s apart
     tests = os.path.dirname(os.path.abspath(__file__))
     out = subprocess.run([sys.executable, "-c", DATA_PARALLEL_SCRIPT.format(tests=tests)],
                          env=env, capture_output=True, text=True, timeout=300)

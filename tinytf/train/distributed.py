@@ -39,26 +39,6 @@ from tinytf.checks import check_int
 SHARDINGS = ("replicated", "fsdp")
 """How `fit` lays out the trained state over the mesh."""
 
-# XLA:CPU runs the devices of one process as threads and aborts the whole process when the
-# threads of one collective (the gradient all-reduce) arrive more than 40 s apart. Eight
-# simulated devices on a busy 2-core laptop can be that uneven (seen once in CI), so
-# `initialize_distributed` waits longer unless the user set the flag.
-CPU_COLLECTIVE_TIMEOUT_FLAG = "--xla_cpu_collective_call_terminate_timeout_seconds"
-CPU_COLLECTIVE_TIMEOUT_S = 600
-
-
-def patient_cpu_collectives(env=os.environ) -> str:
-    """Add a 10-minute XLA:CPU collective rendezvous timeout to env["XLA_FLAGS"] unless it is set.
-
-    XLA reads XLA_FLAGS when its first backend starts, so this only counts before then (the
-    environment also passes to subprocesses). Returns the resulting XLA_FLAGS.
-    """
-    flags = env.get("XLA_FLAGS", "")
-    if CPU_COLLECTIVE_TIMEOUT_FLAG not in flags:
-        env["XLA_FLAGS"] = f"{flags} {CPU_COLLECTIVE_TIMEOUT_FLAG}={CPU_COLLECTIVE_TIMEOUT_S}".strip()
-    return env["XLA_FLAGS"]
-
-
 _ENV = {"coordinator_address": "TINYTF_COORDINATOR", "num_processes": "TINYTF_NUM_PROCESSES",
         "process_id": "TINYTF_PROCESS_ID"}
 
@@ -71,10 +51,7 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
     all machines) and process count, and its own id in 0..num_processes-1. Arguments left
     None are read from $TINYTF_COORDINATOR, $TINYTF_NUM_PROCESSES, $TINYTF_PROCESS_ID; when
     none is given anywhere, JAX detects a cluster itself (SLURM, Open MPI, Cloud TPU), and a
-    plain single machine stays a single process. Calling it again is a no-op. Before the
-    backend starts it also gives XLA:CPU's collectives a 10-minute rendezvous timeout
-    instead of 40 s (`patient_cpu_collectives`), so simulated devices on a busy machine do
-    not abort the run.
+    plain single machine stays a single process. Calling it again is a no-op.
 
     Args:
       coordinator_address: "host:port" of process 0's coordinator service.
@@ -103,7 +80,6 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
         if given["num_processes"] is not None and given["process_id"] >= given["num_processes"]:
             raise ValueError(f"process_id must be < num_processes={given['num_processes']}, got "
                              f"{given['process_id']}")
-    patient_cpu_collectives()
     if local_cpu_devices is not None:
         jax.config.update("jax_num_cpu_devices", check_int("local_cpu_devices", local_cpu_devices, low=1))
     if not jax.distributed.is_initialized():
@@ -228,5 +204,5 @@ def host_values(tree):
     return jax.tree.map(one, tree)
 
 
-__all__ = ["SHARDINGS", "initialize_distributed", "patient_cpu_collectives", "training_mesh", "fsdp_spec", "state_shardings", "place",
+__all__ = ["SHARDINGS", "initialize_distributed", "training_mesh", "fsdp_spec", "state_shardings", "place",
            "check_same_everywhere", "global_batch", "agree_min", "host_values"]
