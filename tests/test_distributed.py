@@ -85,7 +85,10 @@ EIGHT_DEVICES = textwrap.dedent("""
     config = LMConfig.micro(num_layers=1)
     data = lambda key: copy_task(key, batch_size=16, length=8, vocab_size=32)
     loss_fn = lambda m, b: cross_entropy(m(b["tokens"]), b["targets"], b["loss_mask"])
-    evals = lambda m: {"first_logit": m(jnp.zeros((1, 4), jnp.int32))[0, 0, 0]}  # eager, on the trained state
+    # One compiled call on the trained (sharded) state. Not eager: op by op, a forward over 8
+    # pretend CPU devices dispatches dozens of small 8-device programs at once, and XLA:CPU's
+    # thread pool (as many threads as devices here) can deadlock on them when the machine is busy.
+    evals = nnx.jit(lambda m: {"first_logit": m(jnp.zeros((1, 4), jnp.int32))[0, 0, 0]})
 
     def named(tree):
         return {jax.tree_util.keystr(p): v.tolist() for p, v in jax.tree_util.tree_leaves_with_path(tree)}

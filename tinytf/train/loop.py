@@ -71,7 +71,9 @@ def fit(model: nnx.Module, data, *, steps: int, loss_fn: Callable,
       log_every: log training metrics every this many steps (default 1, or ~1000
         points for long runs); the last step is always logged.
       eval_fn: ``eval_fn(model) -> {name: value}``, logged as ``eval/name`` at step 0,
-        every ``eval_every`` steps and at the last step.
+        every ``eval_every`` steps and at the last step. With the state on many devices,
+        make it one compiled call (``nnx.jit``): run eagerly over pretend CPU devices, its
+        many small all-device programs can deadlock XLA's CPU runtime on a busy machine.
       callbacks: ``callback(step, model) -> dict | None`` (e.g. per-layer attention
         statistics), logged at step 0, every ``callback_every`` steps (default
         ``eval_every``, else steps // 10) and at the last step. Changes a callback or
