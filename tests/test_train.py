@@ -181,6 +181,28 @@ def test_same_seed_is_bit_identical_and_chunking_does_not_matter():
     assert any(not np.array_equal(x, y) for x, y in zip(runs["a"], runs["d"]))
 
 
+def test_fit_traces_the_step_once():
+    """The output buffers' shapes and the loop body come from one trace of the step (loss,
+    backward pass, update and hook): tracing is a large part of a small model's time to its
+    first step. Host batches and chunked calls (steps_per_call) trace nothing more."""
+    traced = {"loss": 0, "hook": 0}
+
+    def counted_loss(model, batch):
+        traced["loss"] += 1
+        err = model(batch[0]) - batch[1]
+        return jnp.mean(err ** 2), {"max_abs_err": jnp.max(jnp.abs(err))}
+
+    def counted_hook(model, outputs):
+        traced["hook"] += 1
+
+    for source in (data, [data(jax.random.key(i)) for i in range(10)]):
+        traced.update(loss=0, hook=0)
+        history = fit(make_model(), source, steps=10, loss_fn=counted_loss, post_update=counted_hook,
+                      steps_per_call=4, progress=False)
+        assert traced == {"loss": 1, "hook": 1}
+        assert history.steps("max_abs_err").tolist() == list(range(1, 11))
+
+
 def test_non_param_variables_pass_through_untouched_by_optimizer():
     model = make_model()
     before = np.asarray(model.l1.kernel[...])

@@ -137,6 +137,11 @@ def make_train_chunk(graphdef, wrt, tx: optax.GradientTransformation, schedule, 
             _, new_params, new_rest = nnx.split(model, wrt, ...)
         return (new_params, new_rest, new_opt_state), out
 
+    # Traced once per fit: `output_buffers` traces it for the shapes of its outputs (forward
+    # and backward), and the loop body's call with the same argument types reuses that trace
+    # (jit's trace cache); inline=True puts its operations straight into the loop's program.
+    one_step = jax.jit(one_step, inline=True)
+
     def get_batch(key, step, i, batches):
         if kind == "fn":
             return shard(data(jax.random.fold_in(key, step)))  # the key depends on the step only
@@ -144,14 +149,9 @@ def make_train_chunk(graphdef, wrt, tx: optax.GradientTransformation, schedule, 
 
     def output_buffers(state, key, start, batches):
         """NaN-filled (buffer_len, ...) buffers for every per-step output."""
-        batch0 = jax.eval_shape(get_batch, key, start, 0, batches)
-        # the shapes of one step's outputs, from the forward pass alone (tracing the backward
-        # pass twice would double the trace time of every fit call)
-        metrics = jax.eval_shape(loss_of, state[0], state[1], batch0)[1][0]
-        scalar = jax.ShapeDtypeStruct((), jnp.float32)
-        out_shapes = {"loss": scalar, "grad_norm": scalar, **metrics}
-        if schedule is not None:
-            out_shapes["learning_rate"] = scalar
+        step = start + jnp.zeros((), jnp.int32)  # the types the loop body passes (see one_step)
+        batch0 = jax.eval_shape(get_batch, key, step, 0, batches)
+        out_shapes = jax.eval_shape(one_step, state, batch0, step)[1]
         return jax.tree.map(lambda s: jnp.full((buffer_len, *s.shape), jnp.nan, s.dtype)
                             if jnp.issubdtype(s.dtype, jnp.floating)
                             else jnp.zeros((buffer_len, *s.shape), s.dtype), out_shapes)
