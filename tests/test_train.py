@@ -17,7 +17,8 @@ import optax
 import pytest
 from flax import nnx
 
-from tinytf.apps.bench_train import _dots_gflops, _step_dots, benchmark_fit_vs_nnx_jit
+from tinytf.apps.bench_train import (_attention_seconds, _dots_gflops, _step_attention, _step_dots,
+                                     benchmark_fit_vs_nnx_jit)
 from tinytf.train import (History, accuracy, cross_entropy, fit,
                           make_optimizer, make_schedule)
 
@@ -463,6 +464,56 @@ def test_the_matmul_roofline_counts_every_matmul_of_the_step():
     assert len(dots) == 2 + 3 * 4, dots
     assert gflop == pytest.approx(2 * (3 * 8 * 5 * 2 + 3 * 5 * 5 * 3 * 4) / 1e9)
     assert rate > 0
+
+
+def test_the_attention_timer_finds_every_attention_call_and_restores_the_layer():
+    """`tinytf bench train` times a step's attention alone: it must record each call of
+    `MultiHeadAttention.attend` with its shapes and arguments (a causal self-attention and a
+    masked cross-attention here), time their forward + backward, and leave the class as it was,
+    also when the loss fails."""
+    from tinytf.nn import MultiHeadAttention
+
+    class Two(nnx.Module):
+        def __init__(self, rngs):
+            self.self_attn = MultiHeadAttention(8, 2, rngs=rngs)
+            self.cross_attn = MultiHeadAttention(8, 4, kv_dim=6, rngs=rngs)
+
+        def __call__(self, x, context):  # (B, T, 8), (B, S, 6)
+            mask = jnp.ones((x.shape[0], 1, x.shape[1], context.shape[1]), bool)
+            return self.cross_attn(self.self_attn(x, is_causal=True), context, mask=mask)
+
+    original = MultiHeadAttention.attend
+    model = Two(nnx.Rngs(0))
+    batch = (jnp.ones((3, 5, 8)), jnp.ones((3, 7, 6)))
+    calls = _step_attention(model, batch, lambda m, b: jnp.sum(m(*b) ** 2))
+    assert MultiHeadAttention.attend is original
+    assert [layer for layer, _, _ in calls] == [model.self_attn, model.cross_attn]
+    (q1, k1, v1), kw1 = calls[0][1], calls[0][2]
+    assert (q1.shape, k1.shape, v1.shape) == ((3, 5, 2, 4), (3, 5, 2, 4), (3, 5, 2, 4))
+    assert kw1["is_causal"] is True and kw1["mask"] is None
+    (q2, k2, _), kw2 = calls[1][1], calls[1][2]
+    assert (q2.shape, k2.shape) == ((3, 5, 4, 2), (3, 7, 4, 2))
+    assert kw2["is_causal"] is False and kw2["mask"].shape == (3, 1, 5, 7)
+    assert _attention_seconds(calls, repeats=2) > 0
+
+    def failing(m, b):
+        raise RuntimeError("a broken loss")
+
+    with pytest.raises(RuntimeError, match="a broken loss"):
+        _step_attention(model, batch, failing)
+    assert MultiHeadAttention.attend is original
+
+
+def test_the_pytorch_attention_peer_runs_at_the_given_shapes():
+    """The optional PyTorch peer (`pip install tinytf[bench]`) times fused attention at a step's
+    shapes, (B, T, N, H) queries against (B, S, N, H) keys, causal or not."""
+    pytest.importorskip("torch")
+    from tinytf.apps import bench_torch
+
+    seconds = bench_torch.attention_seconds([((2, 5, 2, 4), (2, 7, 2, 4), False),
+                                             ((2, 5, 2, 4), (2, 5, 2, 4), True)], repeats=2, threads=1)
+    assert 0 < seconds < 10
+
 
 DATA_PARALLEL_SCRIPT = textwrap.dedent("""
     import sys

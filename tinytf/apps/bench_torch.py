@@ -78,6 +78,30 @@ def _modules():
     return torch, F, LM, ViT
 
 
+def attention_seconds(calls: list[tuple], *, repeats: int = 50, threads: int | None = None) -> float:
+    """Best seconds of `F.scaled_dot_product_attention`'s forward + backward over `calls`, each
+    (query shape (B, T, N, H), key shape (B, S, N, H), is_causal): PyTorch's fused attention at
+    the shapes of a tinytf step's attention calls, to set beside `bench_train`'s own."""
+    torch, F, _, _ = _modules()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    generator = torch.Generator().manual_seed(0)
+    tensors = [(*(torch.randn(shape[0], shape[2], shape[1], shape[3], generator=generator, requires_grad=True)
+                  for shape in (q, k, k)), causal) for q, k, causal in calls]  # (B, N, T, H) layout
+
+    def run():
+        total = sum(F.scaled_dot_product_attention(q, k, v, is_causal=causal).sum() for q, k, v, causal in tensors)
+        total.backward()
+
+    run()  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
 def train_rate(preset: str, *, steps: int = 200, repeats: int = 3, threads: int | None = None) -> dict:
     """Steps per second of eager PyTorch training of `preset` ("lm" or "vit"), best of `repeats`.
 

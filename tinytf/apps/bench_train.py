@@ -246,6 +246,43 @@ def _dots_gflops(dots: list[tuple], repeats: int = 50) -> tuple[float, float]:
     return float(gflop), float(gflop / _best_seconds(run, operands, repeats))
 
 
+def _step_attention(model: nnx.Module, batch, loss_fn) -> list[tuple]:
+    """Every attention call (`MultiHeadAttention.attend`) of one forward pass, as (layer,
+    (q, k, v) shapes and dtypes, keyword arguments with arrays as their shapes), recorded
+    while the loss is traced (nothing runs)."""
+    from tinytf.nn import MultiHeadAttention
+
+    calls, attend = [], MultiHeadAttention.attend
+
+    def recording(layer, q, k, v, **kwargs):
+        spec = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype) if isinstance(x, jax.Array) else x  # noqa: E731
+        calls.append((layer, tuple(spec(x) for x in (q, k, v)), jax.tree.map(spec, kwargs)))
+        return attend(layer, q, k, v, **kwargs)
+
+    MultiHeadAttention.attend = recording
+    try:
+        jax.eval_shape(lambda b: unpack_loss(loss_fn(model, b))[0], batch)
+    finally:
+        MultiHeadAttention.attend = attend
+    return calls
+
+
+def _attention_seconds(calls: list[tuple], repeats: int = 50) -> float:
+    """Seconds for the recorded attention calls' forward + backward (gradients of q, k, v),
+    run alone at their own shapes in one compiled program: the attention's share of a step."""
+    key = jax.random.key(0)
+    qkv = [tuple(jax.random.normal(jax.random.fold_in(key, 3 * i + j), x.shape, x.dtype) for j, x in enumerate(s))
+           for i, (_, s, _) in enumerate(calls)]
+    kwargs = [jax.tree.map(lambda x: jnp.ones(x.shape, x.dtype) if isinstance(x, jax.ShapeDtypeStruct) else x, kw)
+              for _, _, kw in calls]  # a mask of ones, lengths of one: the cost of any mask
+
+    def total(qkv):
+        return sum(layer.attend(*args, **kw)[0].astype(jnp.float32).sum()
+                   for (layer, _, _), args, kw in zip(calls, qkv, kwargs))
+
+    return _best_seconds(jax.jit(jax.grad(total)), qkv, repeats)
+
+
 def _step_flops(model: nnx.Module, batch, loss_fn) -> float:
     """FLOPs of one training step's forward + backward, from XLA's cost analysis."""
     grad, params = _step_grad(model, loss_fn)
@@ -267,9 +304,10 @@ def bench_train(*, steps: int = 200, repeats: int = 3, print_fn: Callable | None
     ratios, and achieved GFLOP/s against a float32 matmul measured in the same run, beside the
     same step's matmuls (every dot_general of its forward + backward) run alone at their own
     shapes: the part of the gap that small matrices explain, and the part the rest of the step
-    costs. When
-    PyTorch is installed (`pip install tinytf[bench]`), the tiny LM and ViT are also trained
-    in PyTorch eager (`bench_torch.py`) and the ratio is reported.
+    costs; and its attention calls (every `MultiHeadAttention.attend`, forward + backward) run
+    alone. When PyTorch is installed (`pip install tinytf[bench]`), the tiny LM and ViT are also
+    trained in PyTorch eager (`bench_torch.py`) and the ratio is reported, with PyTorch's fused
+    attention timed at the same shapes.
     progress: a bar over the presets (None: follow `tinytf.progress`); the timed runs draw none.
     """
     from tinytf.data import copy_task, shapes_classification
@@ -318,9 +356,11 @@ def bench_train(*, steps: int = 200, repeats: int = 3, print_fn: Callable | None
         model = make()
         flops = _step_flops(model, batch, loss_fn)
         dots_gflop, dots_rate = _dots_gflops(_step_dots(model, batch, loss_fn))
+        attends = _step_attention(model, batch, loss_fn)
         r.update(matmul_gflop=dots_gflop, matmul_share_of_flops=dots_gflop * 1e9 / flops,
                  matmuls_alone_gflops=dots_rate, matmuls_alone_fraction_of_matmul=dots_rate / peak,
                  fit_seconds_per_step=1 / r["fit_steps_per_s"], matmuls_alone_seconds=dots_gflop / dots_rate,
+                 attention_calls=len(attends), attention_alone_seconds=_attention_seconds(attends),
                  stock_nnx_fit_steps_per_s=stock.steps_per_s,
                  tinytf_vs_stock_nnx=r["fit_steps_per_s"] / stock.steps_per_s,
                  step_gflop=flops / 1e9, fit_gflops=flops * r["fit_steps_per_s"] / 1e9,
@@ -331,6 +371,12 @@ def bench_train(*, steps: int = 200, repeats: int = 3, print_fn: Callable | None
                                           threads=max(1, os.cpu_count() or 1))
             r.update(torch_eager_steps_per_s=peer["steps_per_s"], torch_version=peer["torch"],
                      tinytf_vs_torch_eager=r["fit_steps_per_s"] / peer["steps_per_s"])
+            extras = ("mask", "bias", "window", "query_lengths", "key_lengths")
+            plain = [(q.shape, k.shape, bool(kw.get("is_causal"))) for _, (q, k, _), kw in attends
+                     if q.shape[2] == k.shape[2] and all(kw.get(a) is None for a in extras)]
+            if len(plain) == len(attends):  # the same attention calls as PyTorch's fused SDPA
+                r.update(torch_sdpa_alone_seconds=bench_torch.attention_seconds(
+                    plain, threads=max(1, os.cpu_count() or 1)))
         results["presets"][name] = r
         if print_fn is not None and "torch_eager_steps_per_s" in r:
             print_fn(f"  {'PyTorch ' + r['torch_version'] + ' eager':<24}{r['torch_eager_steps_per_s']:10.1f} steps/s  "
@@ -344,6 +390,10 @@ def bench_train(*, steps: int = 200, repeats: int = 3, print_fn: Callable | None
                      f"shapes: {1e3 * r['matmuls_alone_seconds']:.2f} ms of the {1e3 * r['fit_seconds_per_step']:.2f} ms "
                      f"step, {100 * r['matmuls_alone_fraction_of_matmul']:.1f}% of the 1024x1024 rate (small "
                      "matmuls are slower; the rest of the step is everything else)")
+            sdpa = (f"; PyTorch's fused scaled_dot_product_attention at the same shapes: "
+                    f"{1e3 * r['torch_sdpa_alone_seconds']:.2f} ms" if "torch_sdpa_alone_seconds" in r else "")
+            print_fn(f"  its {r['attention_calls']} attention calls (forward + backward), run alone at their own "
+                     f"shapes: {1e3 * r['attention_alone_seconds']:.2f} ms of the step{sdpa}")
         bar.update(1)
     bar.close()
     return results
