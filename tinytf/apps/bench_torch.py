@@ -90,6 +90,8 @@ def attention_seconds(calls: list[tuple], *, repeats: int = 50, threads: int | N
                   for shape in (q, k, k)), causal) for q, k, causal in calls]  # (B, N, T, H) layout
 
     def run():
+        for q, k, v, _ in tensors:  # fresh gradients each time, not accumulated ones
+            q.grad = k.grad = v.grad = None
         total = sum(F.scaled_dot_product_attention(q, k, v, is_causal=causal).sum() for q, k, v, causal in tensors)
         total.backward()
 
