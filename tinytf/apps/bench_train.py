@@ -367,16 +367,15 @@ def bench_train(*, steps: int = 200, repeats: int = 3, print_fn: Callable | None
                  fit_fraction_of_matmul=flops * r["fit_steps_per_s"] / 1e9 / peak)
         torch_preset = {"LMConfig.tiny() B=32 T=32": "lm", "ViTConfig.tiny16() B=64": "vit"}.get(name)
         if torch_preset and bench_torch.available():  # the same model in PyTorch eager, same threads
-            peer = bench_torch.train_rate(torch_preset, steps=steps, repeats=repeats,
-                                          threads=max(1, os.cpu_count() or 1))
+            threads = max(1, os.cpu_count() or 1)
+            peer = bench_torch.train_rate(torch_preset, steps=steps, repeats=repeats, threads=threads)
             r.update(torch_eager_steps_per_s=peer["steps_per_s"], torch_version=peer["torch"],
                      tinytf_vs_torch_eager=r["fit_steps_per_s"] / peer["steps_per_s"])
             extras = ("mask", "bias", "window", "query_lengths", "key_lengths")
             plain = [(q.shape, k.shape, bool(kw.get("is_causal"))) for _, (q, k, _), kw in attends
                      if q.shape[2] == k.shape[2] and all(kw.get(a) is None for a in extras)]
             if len(plain) == len(attends):  # the same attention calls as PyTorch's fused SDPA
-                r.update(torch_sdpa_alone_seconds=bench_torch.attention_seconds(
-                    plain, threads=max(1, os.cpu_count() or 1)))
+                r.update(torch_sdpa_alone_seconds=bench_torch.attention_seconds(plain, threads=threads))
         results["presets"][name] = r
         if print_fn is not None and "torch_eager_steps_per_s" in r:
             print_fn(f"  {'PyTorch ' + r['torch_version'] + ' eager':<24}{r['torch_eager_steps_per_s']:10.1f} steps/s  "
