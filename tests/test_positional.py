@@ -18,6 +18,19 @@ def test_sinusoidal_matches_formula():
     np.testing.assert_allclose(P.sinusoidal(3, D, offset=4), pe[4:7], atol=1e-6)
 
 
+def test_tables_are_float32_and_accurate_at_long_lengths():
+    """The tables are computed in float64 and rounded once: at position 8191 a float32 angle
+    alone would be off by up to ~5e-4 (half an ulp of 8191), and sin/cos with it."""
+    L, D = 8192, 64
+    pe = P.sinusoidal(L, D)
+    assert isinstance(pe, jax.Array) and pe.dtype == jnp.float32
+    angle = np.arange(L)[:, None] / 10000.0 ** (np.arange(0, D, 2)[None, :] / D)
+    np.testing.assert_allclose(np.asarray(pe)[:, 0::2], np.sin(angle), atol=1e-7)
+    np.testing.assert_allclose(np.asarray(pe)[:, 1::2], np.cos(angle), atol=1e-7)
+    grid = P.sine_2d(64, 64, 16, temperature=10.0)
+    assert isinstance(grid, jax.Array) and grid.dtype == jnp.float32
+
+
 def test_sine_2d_layout_and_values():
     Hh, W, D = 3, 5, 12
     pe = np.asarray(P.sine_2d(Hh, W, D))

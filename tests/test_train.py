@@ -204,6 +204,21 @@ def test_fit_traces_the_step_once():
         assert history.steps("max_abs_err").tolist() == list(range(1, 11))
 
 
+def test_fit_never_donates_an_array_the_caller_can_see():
+    """fit donates its own copy of the state to every device call: the model's arrays from
+    before fit and those a callback kept stay alive, each with the values of its step."""
+    model = make_model()
+    before = model.l2.kernel[...]
+    kept = {}
+    fit(model, data, steps=9, loss_fn=loss_fn, progress=False, callback_every=3,
+        callbacks=[lambda step, m: kept.update({step: m.l2.kernel[...]})])
+    assert sorted(kept) == [0, 3, 6, 9]
+    assert not before.is_deleted() and not any(a.is_deleted() for a in kept.values())
+    np.testing.assert_array_equal(kept[0], before)  # step 0: the untrained values
+    np.testing.assert_array_equal(kept[9], model.l2.kernel[...])
+    assert not np.array_equal(kept[3], kept[6])  # copies of their own step, not views of the live state
+
+
 def test_non_param_variables_pass_through_untouched_by_optimizer():
     model = make_model()
     before = np.asarray(model.l1.kernel[...])

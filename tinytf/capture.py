@@ -126,9 +126,6 @@ def capture_attention(model: nnx.Module, *inputs, with_logits: bool = False, **k
     """
     if not isinstance(model, nnx.Module):
         raise TypeError(f"model must be an nnx.Module, got {type(model).__name__}")
-    if not _recording_layers(model):
-        raise ValueError(f"{type(model).__name__} has no attention layer that can record its weights "
-                         "(build it from tinytf.nn.MultiHeadAttention)")
     graphdef, state = nnx.split(model)
     array_kw = {k: v for k, v in kwargs.items() if isinstance(v, (jax.Array, jnp.ndarray)) or hasattr(v, "shape")}
     static_kw = tuple(sorted((k, v) for k, v in kwargs.items() if k not in array_kw))
@@ -138,7 +135,10 @@ def capture_attention(model: nnx.Module, *inputs, with_logits: bool = False, **k
     except TypeError:
         cache_key = None
     cached = _CAPTURE_CACHE.get(cache_key) if cache_key is not None else None
-    if cached is None:
+    if cached is None:  # (a cached graph has recording layers: only a new one is walked for them)
+        if not _recording_layers(model):
+            raise ValueError(f"{type(model).__name__} has no attention layer that can record its weights "
+                             "(build it from tinytf.nn.MultiHeadAttention)")
         names: list[str] = []  # filled while tracing: jit would sort the keys of a returned dict
 
         def forward(state, inputs, array_kw):

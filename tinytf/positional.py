@@ -20,6 +20,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from tinytf.checks import check_int
 
@@ -43,11 +44,13 @@ def sinusoidal(length: int, dim: int, *, base: float = 10000.0, offset: int = 0)
     offset = check_int("offset", offset, low=0)
     if check_int("dim", dim, low=2) % 2:
         raise ValueError(f"dim must be even for sinusoidal encodings, got {dim}")
-    pos = jnp.arange(offset, offset + length, dtype=jnp.float32)[:, None]  # (L, 1)
-    freq = base ** (-jnp.arange(0, dim, 2, dtype=jnp.float32) / dim)  # (dim/2,)
+    # A constant table: numpy (float64, rounded once to float32) costs no device ops, so building
+    # a model compiles nothing here
+    pos = np.arange(offset, offset + length, dtype=np.float64)[:, None]  # (L, 1)
+    freq = base ** (-np.arange(0, dim, 2, dtype=np.float64) / dim)  # (dim/2,)
     angle = pos * freq  # (L, dim/2)
-    pe = jnp.stack([jnp.sin(angle), jnp.cos(angle)], axis=-1)  # (L, dim/2, 2): interleave sin, cos
-    return pe.reshape(length, dim)
+    pe = np.stack([np.sin(angle), np.cos(angle)], axis=-1)  # (L, dim/2, 2): interleave sin, cos
+    return jnp.asarray(pe.reshape(length, dim), jnp.float32)
 
 
 def sine_2d(height: int, width: int, dim: int, *, temperature: float = 10000.0,
@@ -68,21 +71,21 @@ def sine_2d(height: int, width: int, dim: int, *, temperature: float = 10000.0,
     height, width = check_int("height", height, low=1), check_int("width", width, low=1)
     if check_int("dim", dim, low=4) % 4:
         raise ValueError(f"dim must be divisible by 4 for 2-D sine encodings, got {dim}")
-    y = jnp.arange(1, height + 1, dtype=jnp.float32)
-    x = jnp.arange(1, width + 1, dtype=jnp.float32)
+    y = np.arange(1, height + 1, dtype=np.float64)  # a constant table: numpy, as `sinusoidal`
+    x = np.arange(1, width + 1, dtype=np.float64)
     if normalize:
         y = y / height * scale
         x = x / width * scale
     half = dim // 2
-    freq = temperature ** (-jnp.arange(0, half, 2, dtype=jnp.float32) / half)  # (half/2,)
+    freq = temperature ** (-np.arange(0, half, 2, dtype=np.float64) / half)  # (half/2,)
 
     def code(c):  # (L,) -> (L, half) interleaved sin/cos
         a = c[:, None] * freq  # (L, half/2)
-        return jnp.stack([jnp.sin(a), jnp.cos(a)], axis=-1).reshape(c.shape[0], half)
+        return np.stack([np.sin(a), np.cos(a)], axis=-1).reshape(c.shape[0], half)
 
-    ey = jnp.broadcast_to(code(y)[:, None, :], (height, width, half))  # (H, W, half)
-    ex = jnp.broadcast_to(code(x)[None, :, :], (height, width, half))
-    return jnp.concatenate([ey, ex], axis=-1).reshape(height * width, dim)
+    ey = np.broadcast_to(code(y)[:, None, :], (height, width, half))  # (H, W, half)
+    ex = np.broadcast_to(code(x)[None, :, :], (height, width, half))
+    return jnp.asarray(np.concatenate([ey, ex], axis=-1).reshape(height * width, dim), jnp.float32)
 
 
 ROPE_STYLES = ("interleaved", "halves")

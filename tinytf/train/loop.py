@@ -258,7 +258,9 @@ def fit(model: nnx.Module, data, *, steps: int, loss_fn: Callable,
     return history
 
 
+@jax.jit
 def _copy(tree):
+    """Fresh buffers for every leaf, in one compiled call (not one eager copy, and one compile, per leaf shape)."""
     return jax.tree.map(lambda x: x.copy(), tree)
 
 
