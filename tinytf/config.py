@@ -40,10 +40,13 @@ def enable_compilation_cache(enable: bool = True, path: str | os.PathLike | None
         return None
     jax.config.update("jax_enable_compilation_cache", True)
     jax.config.update("jax_compilation_cache_dir", str(directory))
-    # Cache programs that took >= 0.1 s to compile, not every tiny eager op: writing hundreds of
-    # small entries costs more than compiling them on a slow disk. attention-sinks --quick, first /
-    # second run: threshold 0 -> 492 entries, 91 s / 36 s; 0.1 s -> 36 entries, 61 s / 39 s;
-    # 0.5 s -> 12 entries, 83 s / 55 s; no cache 75 s (2-core box, noisy disk).
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+    # Cache every program that took >= 10 ms to compile: the training step, and also the eager
+    # ops a model's construction and a lesson's measurements run (each compiles in 10-50 ms, and a
+    # lesson runs dozens). Measured on a 2-core box (fresh cache per threshold; cold / warm runs):
+    # attention-sinks --quick 0.1 s -> 37 entries, 37.5 s / 19.3-20.3 s; 0.01 s -> 144 entries,
+    # 37.6 s / 17.5 s; 0 -> 178 entries, 37.7 s / 17.2-17.9 s. detr-queries warm, alternating runs:
+    # 0.1 s 23.4-23.9 s, 0.01 s 22.4-22.8 s. (An earlier box with a slow disk made writing the
+    # extra entries cost up to 30 s cold; on this one the cold runs did not change.)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.01)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return directory
