@@ -10,6 +10,7 @@ from flax import nnx
 from tinytf import attention as A
 from tinytf import data, diagnostics as dg, nn, positional as P
 from tinytf.apps.cli import main
+from tinytf.config import enable_compilation_cache
 from tinytf.models import CausalLM, LMConfig
 from tinytf.train import make_optimizer, make_schedule
 from tinytf.variants import AttentionConfig
@@ -45,6 +46,8 @@ CASES = [  # (what a user wrote, the call, the exception, a regex of the message
      r"got values in \[-1, 1\]"),
     ("no tokens", lambda: CausalLM(LMConfig.micro(), rngs=nnx.Rngs(0))(jnp.zeros((1, 0), int)), ValueError,
      r"at least one position, got shape \(1, 0\)"),
+    ("negative cache threshold", lambda: enable_compilation_cache(min_compile_time_s=-1.0), ValueError,
+     r"min_compile_time_s must be a number of seconds >= 0, got -1.0"),
     ("sinusoidal of length 0", lambda: P.sinusoidal(0, 8), ValueError, r"length must be >= 1, got 0"),
     ("sine_2d of height 0", lambda: P.sine_2d(0, 4, 8), ValueError, r"height must be >= 1, got 0"),
     ("ALiBi with 0 heads", lambda: P.alibi_slopes(0), ValueError, r"num_heads must be >= 1, got 0"),

@@ -5,7 +5,8 @@ persistent cache stores compiled executables on disk, so a second process that
 builds the same model starts in a fraction of that (measured 16.5 s -> 6 s for a
 first training step). The CLI, the lessons and the tests turn it on; set
 ``TINYTF_NO_COMPILATION_CACHE=1`` (or call ``enable_compilation_cache(False)``)
-to turn it off, and ``TINYTF_CACHE_DIR`` to move it.
+to turn it off, ``TINYTF_CACHE_DIR`` to move it, and ``TINYTF_CACHE_MIN_COMPILE_S`` to change
+which programs it keeps (those that took at least that long to compile; default 0.01 s).
 """
 
 from __future__ import annotations
@@ -18,18 +19,29 @@ import jax
 _DEFAULT_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tinytf" / "jax"
 
 
-def enable_compilation_cache(enable: bool = True, path: str | os.PathLike | None = None) -> Path | None:
+def enable_compilation_cache(enable: bool = True, path: str | os.PathLike | None = None, *,
+                             min_compile_time_s: float | None = None) -> Path | None:
     """Turn JAX's persistent compilation cache on (default) or off.
 
     Args:
       enable: False turns the cache off for this process.
       path: cache directory; defaults to ``$TINYTF_CACHE_DIR`` or
         ``~/.cache/tinytf/jax``.
+      min_compile_time_s: keep only programs that took at least this long to compile;
+        defaults to ``$TINYTF_CACHE_MIN_COMPILE_S`` or 0.01 s.
 
     Returns:
       The directory in use, or None when the cache is off (by argument or by
       ``TINYTF_NO_COMPILATION_CACHE=1``).
     """
+    if min_compile_time_s is None:
+        text = os.environ.get("TINYTF_CACHE_MIN_COMPILE_S", "").strip() or "0.01"
+        try:
+            min_compile_time_s = float(text)
+        except ValueError:
+            raise ValueError(f"$TINYTF_CACHE_MIN_COMPILE_S must be a number of seconds, got {text!r}") from None
+    if not min_compile_time_s >= 0:
+        raise ValueError(f"min_compile_time_s must be a number of seconds >= 0, got {min_compile_time_s!r}")
     if not enable or os.environ.get("TINYTF_NO_COMPILATION_CACHE", "") not in ("", "0"):
         jax.config.update("jax_enable_compilation_cache", False)
         return None
@@ -47,6 +59,8 @@ def enable_compilation_cache(enable: bool = True, path: str | os.PathLike | None
     # 37.6 s / 17.5 s; 0 -> 178 entries, 37.7 s / 17.2-17.9 s. detr-queries warm, alternating runs:
     # 0.1 s 23.4-23.9 s, 0.01 s 22.4-22.8 s. (An earlier box with a slow disk made writing the
     # extra entries cost up to 30 s cold; on this one the cold runs did not change.)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.01)
+    # The test suite sets 0.1 s (tests/conftest.py): its hundreds of one-off unit-test programs are
+    # never read back, and writing each costs more than it saves.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_time_s))
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return directory
