@@ -25,11 +25,6 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):  # one of several test processes
     _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     os.environ.setdefault("TINYTF_WORKERS", str(max(1, _cores // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 
-# The cache keeps programs that took >= 0.1 s to compile, not the 0.01 s users get: a test run compiles
-# hundreds of one-off programs (at optimisation level 0, most in 10-100 ms) that nothing reads back.
-# A clean CI run with 0.01 s took 13 min 2 s against 9 min 32-40 s with 0.1 s. Lesson notebooks inherit it.
-os.environ.setdefault("TINYTF_CACHE_MIN_COMPILE_S", "0.1")
-
 import jax  # noqa: E402
 import pytest  # noqa: E402
 

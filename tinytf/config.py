@@ -59,8 +59,6 @@ def enable_compilation_cache(enable: bool = True, path: str | os.PathLike | None
     # 37.6 s / 17.5 s; 0 -> 178 entries, 37.7 s / 17.2-17.9 s. detr-queries warm, alternating runs:
     # 0.1 s 23.4-23.9 s, 0.01 s 22.4-22.8 s. (An earlier box with a slow disk made writing the
     # extra entries cost up to 30 s cold; on this one the cold runs did not change.)
-    # The test suite sets 0.1 s (tests/conftest.py): its hundreds of one-off unit-test programs are
-    # never read back, and writing each costs more than it saves.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_time_s))
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return directory
