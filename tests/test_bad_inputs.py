@@ -47,7 +47,7 @@ CASES = [  # (what a user wrote, the call, the exception, a regex of the message
     ("no tokens", lambda: CausalLM(LMConfig.micro(), rngs=nnx.Rngs(0))(jnp.zeros((1, 0), int)), ValueError,
      r"at least one position, got shape \(1, 0\)"),
     ("negative cache threshold", lambda: enable_compilation_cache(min_compile_time_s=-1.0), ValueError,
-     r"min_compile_time_s must be a number of seconds >= 0, got -1.0"),
+     r"min_compile_time_s must be a finite number in \[0.0, inf\), got -1.0"),
     ("sinusoidal of length 0", lambda: P.sinusoidal(0, 8), ValueError, r"length must be >= 1, got 0"),
     ("sine_2d of height 0", lambda: P.sine_2d(0, 4, 8), ValueError, r"height must be >= 1, got 0"),
     ("ALiBi with 0 heads", lambda: P.alibi_slopes(0), ValueError, r"num_heads must be >= 1, got 0"),

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import jax
 
+from tinytf.checks import check_number
+
 _DEFAULT_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tinytf" / "jax"
 
 
@@ -40,8 +42,7 @@ def enable_compilation_cache(enable: bool = True, path: str | os.PathLike | None
             min_compile_time_s = float(text)
         except ValueError:
             raise ValueError(f"$TINYTF_CACHE_MIN_COMPILE_S must be a number of seconds, got {text!r}") from None
-    if not min_compile_time_s >= 0:
-        raise ValueError(f"min_compile_time_s must be a number of seconds >= 0, got {min_compile_time_s!r}")
+    min_compile_time_s = check_number("min_compile_time_s", min_compile_time_s, low=0.0)
     if not enable or os.environ.get("TINYTF_NO_COMPILATION_CACHE", "") not in ("", "0"):
         jax.config.update("jax_enable_compilation_cache", False)
         return None
@@ -59,6 +60,6 @@ def enable_compilation_cache(enable: bool = True, path: str | os.PathLike | None
     # 37.6 s / 17.5 s; 0 -> 178 entries, 37.7 s / 17.2-17.9 s. detr-queries warm, alternating runs:
     # 0.1 s 23.4-23.9 s, 0.01 s 22.4-22.8 s. (An earlier box with a slow disk made writing the
     # extra entries cost up to 30 s cold; on this one the cold runs did not change.)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_time_s))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_time_s)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return directory
