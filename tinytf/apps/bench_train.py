@@ -202,11 +202,26 @@ def _matmul_gflops(n: int = 1024, repeats: int = 20) -> float:
     return 2 * n**3 / _best_seconds(jax.jit(lambda a: a @ a), a, repeats) / 1e9
 
 
+def _step_loss(model: nnx.Module, loss_fn) -> tuple[Callable, nnx.State]:
+    """(the scalar loss as a function of (parameters, batch), the parameters)."""
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    return lambda p, b: unpack_loss(loss_fn(nnx.merge(graphdef, p, rest), b))[0], params
+
+
 def _step_grad(model: nnx.Module, loss_fn) -> tuple[Callable, nnx.State]:
     """(grad of the scalar loss with respect to the parameters, the parameters): one training
     step's forward + backward as a plain function, for XLA's cost analysis and the jaxpr."""
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    return jax.grad(lambda p, b: unpack_loss(loss_fn(nnx.merge(graphdef, p, rest), b))[0]), params
+    loss, params = _step_loss(model, loss_fn)
+    return jax.grad(loss), params
+
+
+def _step_seconds(model: nnx.Module, batch, loss_fn, repeats: int = 50) -> tuple[float, float]:
+    """(forward, forward + backward) seconds of one step's loss, each run alone as one compiled
+    program: what the backward pass costs next to the forward (about 2x in FLOPs)."""
+    loss, params = _step_loss(model, loss_fn)
+    forward, gradient = jax.jit(loss), jax.jit(jax.grad(loss))
+    return (_best_seconds(lambda a: forward(*a), (params, batch), repeats),
+            _best_seconds(lambda a: gradient(*a), (params, batch), repeats))
 
 
 def _step_dots(model: nnx.Module, batch, loss_fn) -> list[tuple]:
@@ -304,8 +319,9 @@ def bench_train(*, steps: int = 200, repeats: int = 3, print_fn: Callable | None
     ratios, and achieved GFLOP/s against a float32 matmul measured in the same run, beside the
     same step's matmuls (every dot_general of its forward + backward) run alone at their own
     shapes: the part of the gap that small matrices explain, and the part the rest of the step
-    costs; and its attention calls (every `MultiHeadAttention.attend`, forward + backward) run
-    alone. When PyTorch is installed (`pip install tinytf[bench]`), the tiny LM and ViT are also
+    costs; its attention calls (every `MultiHeadAttention.attend`, forward + backward) run
+    alone; its loss's forward and forward + backward run alone (what the backward costs), and
+    the step time that 50 % of the matmul rate would mean. When PyTorch is installed (`pip install tinytf[bench]`), the tiny LM and ViT are also
     trained in PyTorch eager (`bench_torch.py`) and the ratio is reported, with PyTorch's fused
     attention timed at the same shapes.
     progress: a bar over the presets (None: follow `tinytf.progress`); the timed runs draw none.
@@ -357,10 +373,13 @@ def bench_train(*, steps: int = 200, repeats: int = 3, print_fn: Callable | None
         flops = _step_flops(model, batch, loss_fn)
         dots_gflop, dots_rate = _dots_gflops(_step_dots(model, batch, loss_fn))
         attends = _step_attention(model, batch, loss_fn)
+        forward_s, forward_backward_s = _step_seconds(model, batch, loss_fn)
         r.update(matmul_gflop=dots_gflop, matmul_share_of_flops=dots_gflop * 1e9 / flops,
                  matmuls_alone_gflops=dots_rate, matmuls_alone_fraction_of_matmul=dots_rate / peak,
                  fit_seconds_per_step=1 / r["fit_steps_per_s"], matmuls_alone_seconds=dots_gflop / dots_rate,
                  attention_calls=len(attends), attention_alone_seconds=_attention_seconds(attends),
+                 forward_alone_seconds=forward_s, forward_backward_alone_seconds=forward_backward_s,
+                 half_matmul_rate_step_seconds=flops / (0.5 * peak * 1e9),
                  stock_nnx_fit_steps_per_s=stock.steps_per_s,
                  tinytf_vs_stock_nnx=r["fit_steps_per_s"] / stock.steps_per_s,
                  step_gflop=flops / 1e9, fit_gflops=flops * r["fit_steps_per_s"] / 1e9,
@@ -389,6 +408,11 @@ def bench_train(*, steps: int = 200, repeats: int = 3, print_fn: Callable | None
                      f"shapes: {1e3 * r['matmuls_alone_seconds']:.2f} ms of the {1e3 * r['fit_seconds_per_step']:.2f} ms "
                      f"step, {100 * r['matmuls_alone_fraction_of_matmul']:.1f}% of the 1024x1024 rate (small "
                      "matmuls are slower; the rest of the step is everything else)")
+            print_fn(f"  forward alone {1e3 * r['forward_alone_seconds']:.2f} ms, forward + backward "
+                     f"{1e3 * r['forward_backward_alone_seconds']:.2f} ms (the backward costs "
+                     f"{r['forward_backward_alone_seconds'] / r['forward_alone_seconds'] - 1:.1f}x the forward; ~2x "
+                     f"in FLOPs); a step at 50% of the 1024x1024 rate would take "
+                     f"{1e3 * r['half_matmul_rate_step_seconds']:.2f} ms")
             sdpa = (f"; PyTorch's fused scaled_dot_product_attention at the same shapes: "
                     f"{1e3 * r['torch_sdpa_alone_seconds']:.2f} ms" if "torch_sdpa_alone_seconds" in r else "")
             print_fn(f"  its {r['attention_calls']} attention calls (forward + backward), run alone at their own "
