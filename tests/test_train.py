@@ -18,7 +18,7 @@ import pytest
 from flax import nnx
 
 from tinytf.apps.bench_train import (_attention_seconds, _dots_gflops, _step_attention, _step_dots,
-                                     _step_seconds, benchmark_fit_vs_nnx_jit)
+                                     _step_costs, benchmark_fit_vs_nnx_jit)
 from tinytf.train import (History, accuracy, cross_entropy, fit,
                           make_optimizer, make_schedule)
 
@@ -482,9 +482,9 @@ def test_the_matmul_roofline_counts_every_matmul_of_the_step():
 
 
 def test_the_step_timer_runs_the_loss_forward_and_backward():
-    """`tinytf bench train` times a step's forward and forward + backward alone: both run the
-    user's loss (its error comes through, and under `jax.grad` only the backward program sees a
-    custom VJP's backward rule), and both give a time."""
+    """`tinytf bench train` times a step's forward and forward + backward alone and counts its
+    FLOPs from the one compiled gradient: both programs run the user's loss (its error comes
+    through, and only the gradient runs a custom VJP's backward rule), and both give a time."""
     calls = []
 
     @jax.custom_vjp
@@ -502,15 +502,16 @@ def test_the_step_timer_runs_the_loss_forward_and_backward():
             self.w = nnx.Param(jnp.ones((4, 3)))
 
     loss = lambda m, x: jnp.sum(square(x @ m.w[...]))  # noqa: E731
-    forward_s, forward_backward_s = _step_seconds(One(), jnp.ones((2, 4)), loss, repeats=2)
-    assert 0 < forward_s < 10 and 0 < forward_backward_s < 10
+    costs = _step_costs(One(), jnp.ones((2, 4)), loss, repeats=2)
+    assert 0 < costs["forward_seconds"] < 10 and 0 < costs["forward_backward_seconds"] < 10
+    assert costs["flops"] >= 2 * 2 * 4 * 3  # at least the forward's (2, 4) x (4, 3) matmul
     assert len(calls) == 3  # the backward ran: once to compile-and-run, then twice timed; the forward never
 
     def failing(m, x):
         raise RuntimeError("a broken loss")
 
     with pytest.raises(RuntimeError, match="a broken loss"):
-        _step_seconds(One(), jnp.ones((2, 4)), failing, repeats=1)
+        _step_costs(One(), jnp.ones((2, 4)), failing, repeats=1)
 
 
 def test_the_attention_timer_finds_every_attention_call_and_restores_the_layer():

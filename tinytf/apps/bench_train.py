@@ -208,28 +208,12 @@ def _step_loss(model: nnx.Module, loss_fn) -> tuple[Callable, nnx.State]:
     return lambda p, b: unpack_loss(loss_fn(nnx.merge(graphdef, p, rest), b))[0], params
 
 
-def _step_grad(model: nnx.Module, loss_fn) -> tuple[Callable, nnx.State]:
-    """(grad of the scalar loss with respect to the parameters, the parameters): one training
-    step's forward + backward as a plain function, for XLA's cost analysis and the jaxpr."""
-    loss, params = _step_loss(model, loss_fn)
-    return jax.grad(loss), params
-
-
-def _step_seconds(model: nnx.Module, batch, loss_fn, repeats: int = 50) -> tuple[float, float]:
-    """(forward, forward + backward) seconds of one step's loss, each run alone as one compiled
-    program: what the backward pass costs next to the forward (about 2x in FLOPs)."""
-    loss, params = _step_loss(model, loss_fn)
-    forward, gradient = jax.jit(loss), jax.jit(jax.grad(loss))
-    return (_best_seconds(lambda a: forward(*a), (params, batch), repeats),
-            _best_seconds(lambda a: gradient(*a), (params, batch), repeats))
-
-
 def _step_dots(model: nnx.Module, batch, loss_fn) -> list[tuple]:
     """Every matmul (dot_general) of one training step's forward + backward, as
     (lhs shape, rhs shape, dimension_numbers, dtype), read from the gradient's jaxpr. A matmul
     in a `scan` body is listed once per iteration; one in a `while` body once (its trip count
     is not in the jaxpr)."""
-    grad, params = _step_grad(model, loss_fn)
+    loss, params = _step_loss(model, loss_fn)
     found = []
 
     def walk(jaxpr, times: int):
@@ -244,7 +228,7 @@ def _step_dots(model: nnx.Module, batch, loss_fn) -> list[tuple]:
                     if hasattr(inner, "eqns"):
                         walk(inner, inner_times)
 
-    walk(jax.make_jaxpr(grad)(params, batch).jaxpr, 1)
+    walk(jax.make_jaxpr(jax.grad(loss))(params, batch).jaxpr, 1)
     return found
 
 
@@ -298,12 +282,18 @@ def _attention_seconds(calls: list[tuple], repeats: int = 50) -> float:
     return _best_seconds(jax.jit(jax.grad(total)), qkv, repeats)
 
 
-def _step_flops(model: nnx.Module, batch, loss_fn) -> float:
-    """FLOPs of one training step's forward + backward, from XLA's cost analysis."""
-    grad, params = _step_grad(model, loss_fn)
-    cost = jax.jit(grad).lower(params, batch).compile().cost_analysis()
+def _step_costs(model: nnx.Module, batch, loss_fn, repeats: int = 50) -> dict[str, float]:
+    """One step's loss gradient compiled once: its FLOPs (XLA's cost analysis), and the
+    seconds of the forward alone and of the forward + backward alone, each one compiled program
+    (best of `repeats`): what the backward costs next to the forward (about 2x in FLOPs)."""
+    loss, params = _step_loss(model, loss_fn)
+    gradient = jax.jit(jax.grad(loss)).lower(params, batch).compile()
+    cost = gradient.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    return float(cost.get("flops", float("nan")))
+    forward = jax.jit(loss)
+    return {"flops": float(cost.get("flops", float("nan"))),
+            "forward_seconds": _best_seconds(lambda a: forward(*a), (params, batch), repeats),
+            "forward_backward_seconds": _best_seconds(lambda a: gradient(*a), (params, batch), repeats)}
 
 
 def bench_train(*, steps: int = 200, repeats: int = 3, print_fn: Callable | None = print,
@@ -321,8 +311,8 @@ def bench_train(*, steps: int = 200, repeats: int = 3, print_fn: Callable | None
     shapes: the part of the gap that small matrices explain, and the part the rest of the step
     costs; its attention calls (every `MultiHeadAttention.attend`, forward + backward) run
     alone; its loss's forward and forward + backward run alone (what the backward costs), and
-    the step time that 50 % of the matmul rate would mean. When PyTorch is installed (`pip install tinytf[bench]`), the tiny LM and ViT are also
-    trained in PyTorch eager (`bench_torch.py`) and the ratio is reported, with PyTorch's fused
+    the step time that 50 % of the matmul rate would mean. When PyTorch is installed
+    (`pip install tinytf[bench]`), the tiny LM and ViT are also trained in PyTorch eager (`bench_torch.py`) and the ratio is reported, with PyTorch's fused
     attention timed at the same shapes.
     progress: a bar over the presets (None: follow `tinytf.progress`); the timed runs draw none.
     """
@@ -370,15 +360,16 @@ def bench_train(*, steps: int = 200, repeats: int = 3, print_fn: Callable | None
                     key=lambda h: h.steps_per_s)
         batch = jax.jit(data)(jax.random.key(0))
         model = make()
-        flops = _step_flops(model, batch, loss_fn)
+        costs = _step_costs(model, batch, loss_fn)
+        flops = costs["flops"]
         dots_gflop, dots_rate = _dots_gflops(_step_dots(model, batch, loss_fn))
         attends = _step_attention(model, batch, loss_fn)
-        forward_s, forward_backward_s = _step_seconds(model, batch, loss_fn)
         r.update(matmul_gflop=dots_gflop, matmul_share_of_flops=dots_gflop * 1e9 / flops,
                  matmuls_alone_gflops=dots_rate, matmuls_alone_fraction_of_matmul=dots_rate / peak,
                  fit_seconds_per_step=1 / r["fit_steps_per_s"], matmuls_alone_seconds=dots_gflop / dots_rate,
                  attention_calls=len(attends), attention_alone_seconds=_attention_seconds(attends),
-                 forward_alone_seconds=forward_s, forward_backward_alone_seconds=forward_backward_s,
+                 forward_alone_seconds=costs["forward_seconds"],
+                 forward_backward_alone_seconds=costs["forward_backward_seconds"],
                  half_matmul_rate_step_seconds=flops / (0.5 * peak * 1e9),
                  stock_nnx_fit_steps_per_s=stock.steps_per_s,
                  tinytf_vs_stock_nnx=r["fit_steps_per_s"] / stock.steps_per_s,
